@@ -1,0 +1,152 @@
+"""Clustering metrics with Hungarian matching (scipy's ``linear_sum_assignment``).
+
+Cluster ids are arbitrary, so accuracy is measured after the best one-to-one
+mapping of clusters to classes (the standard protocol of the paper, section 5).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import make_scorer
+from sklearn.utils.validation import check_consistent_length, column_or_1d
+
+__all__ = [
+    "contingency",
+    "hungarian_match",
+    "clustering_accuracy",
+    "many_to_one_accuracy",
+    "hungarian_accuracy_scorer",
+]
+
+
+def contingency(y_true, y_pred):
+    """Counts of (class, cluster) pairs.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        Class labels (any hashable values).
+    y_pred : array-like of shape (n_samples,)
+        Cluster ids (any hashable values).
+
+    Returns
+    -------
+    table : ndarray of shape (n_classes, n_clusters)
+        ``table[i, j]`` counts samples of ``classes[i]`` in ``clusters[j]``.
+    classes : ndarray of shape (n_classes,)
+        Sorted unique values of ``y_true``.
+    clusters : ndarray of shape (n_clusters,)
+        Sorted unique values of ``y_pred``.
+
+    Examples
+    --------
+    >>> from skcce.metrics import contingency
+    >>> table, classes, clusters = contingency([0, 0, 1], [5, 5, 7])
+    >>> table.tolist()
+    [[2, 0], [0, 1]]
+    """
+    y_true = column_or_1d(y_true)
+    y_pred = column_or_1d(y_pred)
+    check_consistent_length(y_true, y_pred)
+    if y_true.size == 0:
+        raise ValueError("y_true and y_pred are empty")
+    classes, ti = np.unique(y_true, return_inverse=True)
+    clusters, pi = np.unique(y_pred, return_inverse=True)
+    table = np.zeros((classes.size, clusters.size), dtype=np.int64)
+    np.add.at(table, (ti, pi), 1)
+    return table, classes, clusters
+
+
+def hungarian_match(y_true, y_pred):
+    """Best one-to-one mapping from cluster ids to class labels.
+
+    Solves the assignment problem on the contingency table with
+    :func:`scipy.optimize.linear_sum_assignment`.  When there are more
+    clusters than classes, the surplus clusters stay unmatched (absent from
+    the mapping); when there are fewer, some classes get no cluster.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        Class labels.
+    y_pred : array-like of shape (n_samples,)
+        Cluster ids.
+
+    Returns
+    -------
+    mapping : dict
+        ``{cluster_id: class_label}`` for the matched clusters.
+
+    Examples
+    --------
+    >>> from skcce.metrics import hungarian_match
+    >>> m = hungarian_match([0, 0, 1, 1], [1, 1, 0, 0])
+    >>> {int(k): int(v) for k, v in m.items()}
+    {0: 1, 1: 0}
+    """
+    table, classes, clusters = contingency(y_true, y_pred)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    return {clusters[c].item(): classes[r].item() for r, c in zip(rows, cols)}
+
+
+def clustering_accuracy(y_true, y_pred):
+    """Accuracy after Hungarian one-to-one matching of clusters to classes.
+
+    Samples in clusters left unmatched (more clusters than classes) count as
+    errors.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        Class labels.
+    y_pred : array-like of shape (n_samples,)
+        Cluster ids.
+
+    Returns
+    -------
+    accuracy : float
+        In [0, 1].
+
+    Examples
+    --------
+    >>> from skcce.metrics import clustering_accuracy
+    >>> clustering_accuracy([0, 0, 1, 1, 2], [2, 2, 0, 0, 0])
+    0.8
+    """
+    table, _, _ = contingency(y_true, y_pred)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    return float(table[rows, cols].sum() / table.sum())
+
+
+def many_to_one_accuracy(y_true, y_pred):
+    """Accuracy when each cluster is mapped to its majority class (over-clustering).
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        Class labels.
+    y_pred : array-like of shape (n_samples,)
+        Cluster ids; there may be more clusters than classes.
+
+    Returns
+    -------
+    accuracy : float
+        In [0, 1]; never below :func:`clustering_accuracy`.
+
+    Examples
+    --------
+    >>> from skcce.metrics import many_to_one_accuracy
+    >>> many_to_one_accuracy([0, 0, 1, 1], [0, 1, 2, 2])
+    1.0
+    """
+    table, _, _ = contingency(y_true, y_pred)
+    return float(table.max(axis=0).sum() / table.sum())
+
+
+hungarian_accuracy_scorer = make_scorer(clustering_accuracy)
+hungarian_accuracy_scorer.__doc__ = """Scorer for ``GridSearchCV(..., scoring=hungarian_accuracy_scorer)``.
+
+Calls ``estimator.predict(X)`` and returns :func:`clustering_accuracy`
+against ``y``.
+"""
