@@ -26,6 +26,8 @@ _EXPORTS = {
     "CollisionClustering": "skcce.cluster",
     "CollisionClassifier": "skcce.classifier",
     "soft_targets": "skcce.classifier",
+    # neighbours
+    "knn_indices": "skcce.neighbors",
     # images
     "extract_features": "skcce.features",
 }

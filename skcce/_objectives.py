@@ -1,0 +1,256 @@
+"""Per-batch objectives of the self-labeling methods, for the one loop in :mod:`skcce._training`.
+
+An objective is a callable ``objective(trainer, batch) -> StepOutput``.  It
+asks the trainer for :math:`\\ln\\sigma` of the batch (``trainer.log_proba``,
+which applies the views hook), solves pseudo-labels where the method has
+them, and returns the loss to differentiate.  ``objective.evaluate(log_proba)``
+gives the value and pseudo-labels of a fixed model (for ``score`` and
+``n_init``).  No input validation happens here.
+
+=====================  =========================================================
+method                 batch objective
+=====================  =========================================================
+CCE (ours)             :math:`\\overline{H_2(y,\\sigma)}`, y from EM on eq. 11 (or PGD, eq. 10)
+MI-ADM                 :math:`\\overline{H(y,\\sigma)}`, y soft, forward :math:`KL(\\bar y\\|u)`
+SeLa                   :math:`\\overline{H(y,\\sigma)}`, y hard from Sinkhorn
+MI-GD                  :math:`\\overline{H(\\sigma)} + \\lambda KL(\\bar\\sigma\\|u)` (no y)
+=====================  =========================================================
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from skcce._training import Batch, StepOutput
+from skcce.losses import (
+    collision_cross_entropy,
+    kl_prior_forward_np,
+    kl_prior_reverse_np,
+    mutual_information_loss,
+    shannon_cross_entropy,
+)
+
+__all__ = [
+    "Objective",
+    "SelfLabelingObjective",
+    "MutualInformationObjective",
+    "CrossNeighborObjective",
+    "PartialLabelsObjective",
+    "NeighborViews",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class Objective:
+    """Base class: ``__call__`` runs the forward pass, subclasses define :meth:`batch_loss`."""
+
+    prior = None
+
+    def __call__(self, trainer, batch) -> StepOutput:
+        log_proba = trainer.log_proba(batch)
+        loss, value, y = self.batch_loss(log_proba)
+        return StepOutput(loss=loss, value=value, log_proba=log_proba, y=y)
+
+    def batch_loss(self, log_proba):
+        """Return ``(loss tensor, reported value, pseudo-labels or None)`` for one batch."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, log_proba):
+        """Value and pseudo-labels of a batch for a fixed model."""
+        _, value, y = self.batch_loss(log_proba)
+        return value, y
+
+
+class SelfLabelingObjective(Objective):
+    """Cross-entropy to pseudo-labels solved for the batch (Algorithm 1).
+
+    For each batch, :math:`y` minimizes :math:`\\overline{H(y, \\sigma)} + \\lambda
+    KL` for the detached :math:`\\sigma` (warm-started from :math:`\\sigma`) by
+    :func:`skcce.solvers.solve_pseudo_labels`; the model then descends on
+    :math:`\\overline{H(y, \\sigma)}` with :math:`y` fixed.  The reported
+    value adds the fairness term, i.e. it is the full loss of eq. 10 / 11.
+
+    Parameters
+    ----------
+    lam : float
+        Fairness weight (the solver's convention: mean over the batch).
+    prior : ndarray of shape (K,), default=None
+        Cluster proportions; uniform when None.
+    loss : {'collision', 'shannon'}, default='collision'
+        :math:`H_2` (eq. 9, ours) or Shannon's CE (MI-ADM, SeLa).
+    fairness : {'reverse', 'forward'}, default='reverse'
+        :math:`KL(u\\|\\bar y)` (eq. 11) or :math:`KL(\\bar y\\|u)` (eq. 10).
+    solver : {'em', 'pgd', 'sinkhorn'}, default='em'
+        The pseudo-label solver.
+    solver_max_iter, solver_tol : int, float
+        Passed to the solver.
+    """
+
+    def __init__(self, *, lam, prior=None, loss="collision", fairness="reverse", solver="em",
+                 solver_max_iter=100, solver_tol=1e-6):
+        self.lam = float(lam)
+        self.prior = None if prior is None else np.asarray(prior, dtype=np.float64)
+        self.loss = loss
+        self.fairness = fairness
+        self.solver = solver
+        self.solver_max_iter = solver_max_iter
+        self.solver_tol = solver_tol
+        self.n_solves = 0
+        self.n_unconverged = 0
+
+    def pseudo_labels(self, proba):
+        """Solve :math:`y` for detached predictions ``proba`` (n, K); same device, float32."""
+        from skcce.solvers import solve_pseudo_labels
+
+        p = proba.detach().to("cpu", torch.float64).numpy()
+        p = p / p.sum(axis=1, keepdims=True)
+        res = solve_pseudo_labels(p, self.lam, self.prior, self.fairness, self.solver, self.loss,
+                                  max_iter=self.solver_max_iter, tol=self.solver_tol, warn=False)
+        self.n_solves += 1
+        self.n_unconverged += not res.converged
+        return torch.as_tensor(np.asarray(res.y), dtype=torch.float32, device=proba.device)
+
+    def cross_entropy(self, log_proba, y):
+        """Mean :math:`H_2(y, \\sigma)` or :math:`H(y, \\sigma)`; ``log_proba`` acts as logits."""
+        if self.loss == "collision":
+            return collision_cross_entropy(log_proba, y)
+        return shannon_cross_entropy(log_proba, y)
+
+    def fairness_value(self, y):
+        """:math:`\\lambda KL` of the batch's mean pseudo-label (a number, no gradient)."""
+        ybar = y.detach().double().mean(dim=0).cpu().numpy()
+        kl = kl_prior_reverse_np if self.fairness == "reverse" else kl_prior_forward_np
+        return self.lam * kl(ybar, self.prior)
+
+    def batch_loss(self, log_proba):
+        y = self.pseudo_labels(log_proba.detach().exp())
+        loss = self.cross_entropy(log_proba, y)
+        return loss, float(loss) + self.fairness_value(y), y
+
+
+class MutualInformationObjective(Objective):
+    """MI-GD (Bridle 1991, Krause 2010): gradient descent on :math:`\\overline{H(\\sigma)} +
+    \\lambda KL(\\bar\\sigma \\| u)`, with no pseudo-labels.
+
+    Parameters
+    ----------
+    lam : float
+        Weight of the fairness term (1 gives the mutual information).
+    prior : ndarray of shape (K,), default=None
+        Cluster proportions; uniform when None.
+    """
+
+    def __init__(self, *, lam=1.0, prior=None):
+        self.lam = float(lam)
+        self.prior = None if prior is None else np.asarray(prior, dtype=np.float64)
+
+    def batch_loss(self, log_proba):
+        prior = None if self.prior is None else torch.as_tensor(self.prior, dtype=torch.float32)
+        loss = mutual_information_loss(log_proba, prior, self.lam)
+        return loss, float(loss), None
+
+
+def _random_neighbors(neighbors, indices, generator):
+    """One uniformly drawn neighbour id per row of the batch."""
+    k = neighbors.shape[1]
+    pick = torch.randint(0, k, (len(indices),), generator=generator).numpy()
+    return neighbors[np.asarray(indices), pick]
+
+
+class NeighborViews:
+    """``views`` hook: the batch and one random nearest neighbour of each row.
+
+    With it the trainer trains on :math:`\\sigma_i = (\\sigma(x_i) + \\sigma(x_j))/2`
+    for a random :math:`j` among the k nearest neighbours of :math:`x_i` (feature-space
+    self-augmentation; the paper's section 5.2 with neighbours as augmentations).
+
+    Parameters
+    ----------
+    neighbors : ndarray of shape (n_samples, k)
+        Neighbour ids of each training row (:func:`skcce.neighbors.knn_indices`).
+    """
+
+    def __init__(self, neighbors):
+        self.neighbors = neighbors
+
+    def __call__(self, batch, trainer, generator):
+        j = _random_neighbors(self.neighbors, batch.indices, generator)
+        return [batch.x, trainer.load_rows(j)]
+
+
+class CrossNeighborObjective(Objective):
+    """Cross pseudo-labels between neighbours, symmetrized.
+
+    For each row i and a random neighbour j, :math:`y_i` is solved from
+    :math:`\\sigma_j` and :math:`y_j` from :math:`\\sigma_i`; the loss is
+    :math:`\\frac12[\\overline{H(y_i,\\sigma_i)} + \\overline{H(y_j,\\sigma_j)}]`.
+    With the collision CE this couples neighbours through a symmetric
+    measure (:math:`H_2` is symmetric in its two distributions).
+
+    Parameters
+    ----------
+    base : SelfLabelingObjective
+        Gives the solver, the cross-entropy and the evaluation.
+    neighbors : ndarray of shape (n_samples, k)
+        Neighbour ids of each training row.
+    """
+
+    def __init__(self, base, neighbors):
+        self.base = base
+        self.neighbors = neighbors
+        self.prior = base.prior
+
+    def __call__(self, trainer, batch) -> StepOutput:
+        j = _random_neighbors(self.neighbors, batch.indices, trainer.generator)
+        pair = Batch(indices=batch.indices, x=torch.cat([batch.x, trainer.load_rows(j)]))
+        log_proba = trainer.log_proba(pair, views=False)
+        lp_i, lp_j = log_proba[: len(batch.x)], log_proba[len(batch.x):]
+        y_i = self.base.pseudo_labels(lp_j.detach().exp())
+        y_j = self.base.pseudo_labels(lp_i.detach().exp())
+        loss = 0.5 * (self.base.cross_entropy(lp_i, y_i) + self.base.cross_entropy(lp_j, y_j))
+        value = float(loss) + 0.5 * (self.base.fairness_value(y_i) + self.base.fairness_value(y_j))
+        return StepOutput(loss=loss, value=value, log_proba=lp_i, y=y_i)
+
+    def evaluate(self, log_proba):
+        return self.base.evaluate(log_proba)
+
+
+class PartialLabelsObjective(Objective):
+    """Adds Shannon CE on the labeled rows (label >= 0) to another objective (paper 5.3).
+
+    The term is :math:`\\frac1B \\sum_{i\\,\\text{labeled}} -\\ln\\sigma_{i,y_i}`, so the
+    cluster ids follow the label ids.
+
+    Parameters
+    ----------
+    inner : Objective
+        The self-labeling objective.
+    weight : float, default=1.0
+        Weight of the supervised term.
+    """
+
+    def __init__(self, inner, weight=1.0):
+        self.inner = inner
+        self.weight = weight
+        self.prior = inner.prior
+
+    def __call__(self, trainer, batch) -> StepOutput:
+        out = self.inner(trainer, batch)
+        if batch.y is None:
+            return out
+        mask = batch.y >= 0
+        if bool(mask.any()):
+            n_rows = out.log_proba.shape[0]
+            sup = F.nll_loss(out.log_proba[mask], batch.y[mask], reduction="sum") / n_rows
+            out.loss = out.loss + self.weight * sup
+            out.value += self.weight * float(sup)
+        return out
+
+    def evaluate(self, log_proba):
+        return self.inner.evaluate(log_proba)

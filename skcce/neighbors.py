@@ -1,0 +1,119 @@
+"""Nearest-neighbour graphs for feature-space self-augmentation.
+
+A point's nearest neighbours in a good feature space usually share its class,
+so they serve as the "augmentations" of a feature vector: the estimator
+trains on the prediction of a point together with that of a random
+neighbour (cf. the expectation over augmentations in section 5.2 of the
+paper, and SCAN's neighbour-consistency term, which is a collision
+cross-entropy between neighbours' predictions).
+
+The graph is computed once per fit with scikit-learn's
+:class:`~sklearn.neighbors.NearestNeighbors`, one chunk of query rows at a
+time, so the memory held is O(n_samples * n_neighbors) plus one chunk of
+distances.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.neighbors import NearestNeighbors
+from sklearn.utils.validation import check_array
+
+__all__ = ["knn_indices"]
+
+_METRICS = ("euclidean", "cosine")
+
+
+def _drop_self(indices, rows):
+    """Remove each row's own index from its ``k + 1`` neighbours.
+
+    No input validation. With duplicated points the query row need not come
+    first among its neighbours, so the self index is looked up; a row whose
+    self index is absent (more than ``k`` exact duplicates) loses its last
+    neighbour instead.
+    """
+    n_rows, k_plus_one = indices.shape
+    is_self = indices == rows[:, None]
+    missing = ~is_self.any(axis=1)
+    is_self[missing, k_plus_one - 1] = True
+    # Exactly one True per row: keep the other k entries in their order.
+    first = np.argmax(is_self, axis=1)
+    is_self[:] = False
+    is_self[np.arange(n_rows), first] = True
+    return indices[~is_self].reshape(n_rows, k_plus_one - 1)
+
+
+def _check_params(n_samples, n_neighbors, metric, batch_size):
+    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral):
+        raise ValueError(f"n_neighbors must be an int, got {n_neighbors!r}")
+    if n_neighbors < 1:
+        raise ValueError(f"n_neighbors must be >= 1, got {n_neighbors}")
+    if n_neighbors >= n_samples:
+        raise ValueError(
+            f"n_neighbors={n_neighbors} must be smaller than n_samples={n_samples} "
+            "(a point is never its own neighbour)"
+        )
+    if metric not in _METRICS:
+        raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+        raise ValueError(f"batch_size must be an int, got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def knn_indices(X, n_neighbors, *, metric="euclidean", batch_size=4096, n_jobs=None):
+    """Indices of each point's nearest neighbours, the point itself excluded.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Feature vectors. float32 input is kept in float32.
+    n_neighbors : int
+        Number of neighbours per point, ``1 <= n_neighbors < n_samples``.
+    metric : {'euclidean', 'cosine'}, default='euclidean'
+        Distance. ``'cosine'`` ranks by the angle between vectors; it is
+        computed as the euclidean distance between L2-normalised rows, which
+        gives the same order. Zero rows are left as they are.
+    batch_size : int, default=4096
+        Number of query rows per chunk. Memory besides the result is about
+        ``batch_size * n_samples`` distances for brute-force search.
+    n_jobs : int, default=None
+        Parallel jobs for :class:`~sklearn.neighbors.NearestNeighbors`
+        (``None`` means 1 unless in a joblib context).
+
+    Returns
+    -------
+    indices : ndarray of shape (n_samples, n_neighbors), dtype=intp
+        ``indices[i]`` lists the neighbours of ``X[i]``, nearest first.
+        ``i`` never appears in its own row.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not a finite 2-D array, or a parameter is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcce.neighbors import knn_indices
+    >>> X = np.array([[0.0], [1.0], [10.0], [11.5]])
+    >>> knn_indices(X, 1).ravel().tolist()
+    [1, 0, 3, 2]
+    >>> knn_indices(X, 2).tolist()
+    [[1, 2], [0, 2], [3, 1], [2, 1]]
+    """
+    X = check_array(X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+    n_samples = X.shape[0]
+    _check_params(n_samples, n_neighbors, metric, batch_size)
+    if metric == "cosine":
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
+        X = X / np.where(norms > 0, norms, 1).astype(X.dtype, copy=False)
+    nn = NearestNeighbors(n_neighbors=n_neighbors + 1, n_jobs=n_jobs).fit(X)
+    out = np.empty((n_samples, n_neighbors), dtype=np.intp)
+    for start in range(0, n_samples, batch_size):
+        stop = min(start + batch_size, n_samples)
+        indices = nn.kneighbors(X[start:stop], return_distance=False)
+        out[start:stop] = _drop_self(indices, np.arange(start, stop))
+    return out
