@@ -17,6 +17,7 @@ _EXPORTS = {
     "solve_pseudo_labels": "skcce.solvers",
     "PseudoLabelResult": "skcce.solvers",
     "frank_wolfe_gap": "skcce.solvers",
+    "pseudo_label_objective": "skcce.solvers",
     # metrics
     "clustering_accuracy": "skcce.metrics",
     "many_to_one_accuracy": "skcce.metrics",

@@ -24,7 +24,7 @@ import torch
 
 from skcce._training import Callback, EpochRecord
 
-__all__ = ["Checkpoint"]
+__all__ = ["Checkpoint", "estimator_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,3 +153,44 @@ class Checkpoint(Callback):
     def on_epoch_end(self, trainer, record):
         self.epochs_done += 1
         self.save(trainer)
+
+
+def estimator_checkpoint(estimator, n_samples, *, tag=""):
+    """The :class:`Checkpoint` of an estimator with a ``checkpoint_dir``, or None without one.
+
+    The signature holds the estimator's class, its parameters except those a
+    resumed run may change (``checkpoint_dir``, ``verbose``, ``device``,
+    ``max_epochs``, ``tol``, ``n_iter_no_change``), the number of samples and
+    ``n_features_in_``.
+
+    Parameters
+    ----------
+    estimator : BaseEstimator
+        With a ``checkpoint_dir`` parameter.
+    n_samples : int
+        Rows of the training data.
+    tag : str, default=''
+        Distinguishes several runs of one fit (e.g. the seed of each
+        ``n_init`` restart); part of the file name.
+
+    Returns
+    -------
+    checkpoint : Checkpoint or None
+
+    Examples
+    --------
+    >>> from skcce import CollisionClassifier
+    >>> from skcce._checkpoint import estimator_checkpoint
+    >>> estimator_checkpoint(CollisionClassifier(), 10) is None
+    True
+    """
+    directory = getattr(estimator, "checkpoint_dir", None)
+    if directory is None:
+        return None
+    skip = {"checkpoint_dir", "verbose", "device", "max_epochs", "tol", "n_iter_no_change"}
+    params = {k: v for k, v in estimator.get_params(deep=False).items() if k not in skip}
+    signature = {"estimator": type(estimator).__name__, "params": params,
+                 "n_samples": int(n_samples),
+                 "n_features_in": int(getattr(estimator, "n_features_in_", -1))}
+    filename = f"checkpoint{'_' + tag if tag else ''}.pt"
+    return Checkpoint(directory, signature=signature, filename=filename)

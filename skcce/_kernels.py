@@ -1,7 +1,9 @@
 """Numba kernels of the pseudo-label solvers (no input validation).
 
 Everything here is a module-level ``@njit(cache=True)`` function working on
-C-contiguous arrays. The kernels accept float32 and float64 arrays (Numba
+C-contiguous arrays. ``error_model="numpy"`` (a division by zero gives inf,
+not an exception) lets LLVM vectorise the inner loops; callers guard the
+cases that could divide by zero. The kernels accept float32 and float64 arrays (Numba
 compiles one specialisation per dtype) but all scalar arithmetic (sums,
 Newton iterations, gaps) is carried out in float64; results are stored in the
 dtype of the output array. The public fronts live in :mod:`skcce.solvers`.
@@ -22,19 +24,41 @@ corresponds to ``lam = 100 / 250 = 0.4`` here.
 import numpy as np
 from numba import njit, prange
 
+_JIT = {"cache": True, "error_model": "numpy"}
 _NEWTON_MAX_ITER = 100
 _EPS = 2.220446049250313e-16
+_FLOOR = 1e-200
 
 
-@njit(cache=True)
-def _delta_sum(sigma, a, ref, big_a, delta):
-    """Sum of y_k and its derivative for the interior M-step, in delta form.
+_FAST = {"reassoc", "contract", "arcp", "nsz"}
+
+
+@njit(fastmath=_FAST, **_JIT)
+def _delta_sum_all(sigma, a, ref, big_a, delta, out):
+    """Sum of y_k and its derivative in delta form, every a_k > 0.
 
     With ``ref`` the largest sigma_k among classes with a_k > 0 and
     ``delta = 1 + A - ref / x`` (x of eq. 16), the denominator of eq. 16 times
     ``ref`` is ``d_k = (ref - sigma_k)(1 + A) + sigma_k * delta``: a sum of two
     non-negative terms, so no cancellation occurs even when a_k is tiny.
+    The unnormalised y_k are written into ``out``.
     """
+    h = 0.0
+    hp = 0.0
+    one_a = 1.0 + big_a
+    for k in range(sigma.shape[0]):
+        s = float(sigma[k])
+        r = 1.0 / ((ref - s) * one_a + s * delta)
+        q = a[k] * ref * r
+        out[k] = q
+        h += q
+        hp -= q * s * r
+    return h, hp
+
+
+@njit(**_JIT)
+def _delta_sum_masked(sigma, a, ref, big_a, delta, out):
+    """Twin of :func:`_delta_sum_all` that skips classes with a_k = 0."""
     h = 0.0
     hp = 0.0
     for k in range(sigma.shape[0]):
@@ -42,69 +66,85 @@ def _delta_sum(sigma, a, ref, big_a, delta):
             s = float(sigma[k])
             d = (ref - s) * (1.0 + big_a) + s * delta
             q = a[k] * ref / d
+            out[k] = q
             h += q
             hp -= q * s / d
+        else:
+            out[k] = 0.0
     return h, hp
 
 
-@njit(cache=True)
-def _interior_mstep(sigma, a, big_a, ref, out):
+@njit(fastmath=_FAST, **_JIT)
+def _lemma1_delta(sigma, a, big_a, ref):
+    """Lemma 1's left end point in delta form: smallest delta with all y_k <= 1.
+
+    Classes with ``a_k = 0`` or ``sigma_k = 0`` give ``-inf`` or a negative
+    candidate and never attain the maximum (the class holding ``ref`` gives
+    ``a_ref > 0``).
+    """
+    lo = 0.0
+    one_a = 1.0 + big_a
+    for k in range(sigma.shape[0]):
+        s = float(sigma[k])
+        if a[k] > 0.0:
+            cand = (a[k] * ref - (ref - s) * one_a) / s
+            lo = max(lo, cand)
+    return min(lo, big_a)
+
+
+@njit(**_JIT)
+def _interior_mstep(sigma, a, big_a, ref, all_pos, out, delta_init):
+    """Solve eq. 17 by :func:`_newton`; normalises ``out``, returns ``delta``."""
+    delta, total = _newton(sigma, a, big_a, ref, all_pos, out, delta_init)
+    inv = 1.0 / total
+    for k in range(sigma.shape[0]):
+        out[k] = out[k] * inv
+    return delta
+
+
+@njit(**_JIT)
+def _newton(sigma, a, big_a, ref, all_pos, out, delta_init):
     """Solve eq. 17 on the classes with a_k > 0; y_k = 0 elsewhere.
 
-    Newton's method on ``h(delta) = sum_k y_k`` (convex, decreasing) started
-    at Lemma 1's left end point, where ``h >= 1``; from there the iterates
-    increase monotonically. A bracket ``[lo, hi]`` with ``h(lo) >= 1 >= h(hi)``
-    is kept and a step that leaves it is replaced by bisection.
-    Returns the number of Newton iterations.
+    Newton's method on ``h(delta) = sum_k y_k`` (convex, decreasing on
+    ``[lo, A]`` with ``h(lo) >= 1 >= h(A)``, ``lo`` = Lemma 1's left end
+    point). From the left end point the iterates increase monotonically.
+    A warm start ``delta_init`` inside the bracket is used when given (EM
+    passes the previous iteration's value); a step that leaves the bracket
+    is replaced by bisection. Returns the solution's ``delta`` and
+    ``sum_k y_k`` there (1 up to 1e-14); ``out`` holds the unnormalised y.
     """
-    n = sigma.shape[0]
-    # Lemma 1 in delta form: smallest delta with y_k <= 1 for every k.
-    lo = 0.0
-    for k in range(n):
-        if a[k] > 0.0 and sigma[k] > 0.0:
-            s = float(sigma[k])
-            cand = (a[k] * ref - (ref - s) * (1.0 + big_a)) / s
-            if cand > lo:
-                lo = cand
     hi = big_a
-    if lo > hi:
-        lo = hi
-    delta = lo
-    it = 0
-    for it in range(_NEWTON_MAX_ITER):
-        h, hp = _delta_sum(sigma, a, ref, big_a, delta)
+    if delta_init > 0.0 and delta_init < hi:
+        # h(0+) = +inf >= 1, so 0 is a valid left end of the bracket.
+        lo = 0.0
+        delta = delta_init
+    else:
+        lo = _lemma1_delta(sigma, a, big_a, ref)
+        delta = lo
+    h = 0.0
+    for _ in range(_NEWTON_MAX_ITER):
+        if all_pos:
+            h, hp = _delta_sum_all(sigma, a, ref, big_a, delta, out)
+        else:
+            h, hp = _delta_sum_masked(sigma, a, ref, big_a, delta, out)
         h -= 1.0
-        if h == 0.0:
+        if abs(h) <= 1e-14:
             break
         if h > 0.0:
             lo = delta
         else:
             hi = delta
-        if hp < 0.0:
-            new = delta - h / hp
-        else:
-            new = 0.5 * (lo + hi)
+        new = delta - h / hp if hp < 0.0 else 0.5 * (lo + hi)
         if not (new > lo and new < hi):
             new = 0.5 * (lo + hi)
         if abs(new - delta) <= 4.0 * _EPS * delta:
-            delta = new
             break
         delta = new
-    total = 0.0
-    for k in range(n):
-        if a[k] > 0.0:
-            s = float(sigma[k])
-            v = a[k] * ref / ((ref - s) * (1.0 + big_a) + s * delta)
-            out[k] = v
-            total += v
-        else:
-            out[k] = 0.0
-    for k in range(n):
-        out[k] = out[k] / total
-    return it + 1
+    return delta, 1.0 + h
 
 
-@njit(cache=True)
+@njit(**_JIT)
 def mstep_point(sigma, a, out):
     """M-step of the EM for one point (paper eqs. 15-17 and appendix C).
 
@@ -121,8 +161,9 @@ def mstep_point(sigma, a, out):
 
     Returns
     -------
-    n_newton : int
-        Newton iterations used (0 for the closed-form cases).
+    delta : float
+        ``1 + A - ref / x`` at the solution (x of eq. 16, ``ref`` the largest
+        sigma_k with a_k > 0), or -1 for the closed-form cases.
 
     Notes
     -----
@@ -135,6 +176,33 @@ def mstep_point(sigma, a, out):
       ``y_c = 0`` and the interior problem on ``{k : a_k > 0}`` is solved.
     * All ``a_k > 0``: the interior solution of eq. 17 by safeguarded Newton.
     """
+    return _mstep(sigma, a, out, -1.0)
+
+
+@njit(**_JIT)
+def _mstep(sigma, a, out, delta_init):
+    """Body of :func:`mstep_point`; returns the interior ``delta`` or -1."""
+    big_a, smax, n_zero = _scan(sigma, a)
+    if n_zero == 0 and smax > 0.0:
+        return _interior_mstep(sigma, a, big_a, smax, True, out, delta_init)
+    return _mstep_general(sigma, a, out, delta_init)
+
+
+@njit(fastmath=_FAST, **_JIT)
+def _scan(sigma, a):
+    big_a = 0.0
+    smax = 0.0
+    n_zero = 0
+    for k in range(sigma.shape[0]):
+        big_a += a[k]
+        smax = max(smax, float(sigma[k]))
+        n_zero += a[k] <= 0.0
+    return big_a, smax, n_zero
+
+
+@njit(**_JIT)
+def _mstep_general(sigma, a, out, delta_init):
+    """M-step with some ``a_k = 0`` (appendix C) or ``A = 0`` (Example 2)."""
     n = sigma.shape[0]
     big_a = 0.0
     ref = -1.0
@@ -156,7 +224,7 @@ def mstep_point(sigma, a, out):
         for k in range(n):
             out[k] = 0.0
         out[best] = 1.0
-        return 0
+        return -1.0
     if c >= 0 and sig_c > ref:
         # Appendix C closed form: the remaining mass goes to class c.
         s0 = 0.0
@@ -170,59 +238,96 @@ def mstep_point(sigma, a, out):
                 else:
                     out[k] = 0.0
             out[c] = 1.0 - s0
-            return 0
+            return -1.0
     if ref <= 0.0:
         # sigma vanishes on every class with a_k > 0 (only reachable through
         # rounding): the fairness term alone decides, Example 1.
         for k in range(n):
             out[k] = a[k] / big_a
-        return 0
-    return _interior_mstep(sigma, a, big_a, ref, out)
+        return -1.0
+    return _interior_mstep(sigma, a, big_a, ref, c < 0, out, delta_init)
 
 
-@njit(cache=True)
-def _em_row(sigma, y_old, coef, a, y_new):
-    """Fused per-point work of one EM iteration.
-
-    Builds ``a_k = coef_k * y_old_k`` (E-step folded in, ``coef_k = lam M u_k /
-    colsum_k``), returns the point's Frank-Wolfe gap term of ``y_old`` times M,
-    ``max_k(sigma_k / s + coef_k) - 1 - A`` with ``s = sigma . y_old``, and
-    writes the M-step solution into ``y_new``.
-    """
-    n = sigma.shape[0]
+@njit(fastmath=_FAST, **_JIT)
+def _estep_row(sigma, y_old, coef, a):
     s = 0.0
     big_a = 0.0
-    for k in range(n):
+    for k in range(sigma.shape[0]):
         yk = float(y_old[k])
         s += float(sigma[k]) * yk
         a[k] = coef[k] * yk
         big_a += a[k]
+    return s, big_a
+
+
+@njit(fastmath=_FAST, **_JIT)
+def _gmax_row(sigma, coef, inv_s):
     gmax = -np.inf
+    for k in range(sigma.shape[0]):
+        gmax = max(gmax, float(sigma[k]) * inv_s + coef[k])
+    return gmax
+
+
+@njit(**_JIT)
+def _em_row(sigma, y_old, coef, a, y_new, delta_init, smax, all_pos, acc):
+    """Fused per-point work of one EM iteration.
+
+    Builds ``a_k = coef_k * y_old_k`` (E-step folded in, ``coef_k = lam M u_k /
+    colsum_k``), returns the point's Frank-Wolfe gap term of ``y_old`` times M,
+    ``max_k(sigma_k / s + coef_k) - 1 - A`` with ``s = sigma . y_old``, writes
+    the M-step solution into ``y_new`` (floored, see
+    :func:`_floor_accumulate`) and adds it to ``acc``; also returns the
+    M-step's ``delta`` for the next iteration's warm start. ``all_pos`` says
+    that every ``coef_k > 0``, so (iterates being positive) every a_k > 0 and
+    the interior Newton solve applies directly with ``ref = smax``.
+    """
+    s, big_a = _estep_row(sigma, y_old, coef, a)
     if s > 0.0:
-        for k in range(n):
-            g = float(sigma[k]) / s + coef[k]
-            if g > gmax:
-                gmax = g
-        gap = gmax - 1.0 - big_a
+        gap = _gmax_row(sigma, coef, 1.0 / s) - 1.0 - big_a
     else:
         gap = np.inf
-    mstep_point(sigma, a, y_new)
-    return gap
+    if all_pos and smax > 0.0 and big_a > 0.0:
+        delta, total = _newton(sigma, a, big_a, smax, True, y_new, delta_init)
+        _floor_accumulate(y_new, 1.0 / total, acc)
+    else:
+        delta = _mstep(sigma, a, y_new, delta_init)
+        _floor_accumulate(y_new, 1.0, acc)
+    return gap, delta
 
 
-@njit(cache=True)
-def _em_chunk(sigma, y_old, coef, y_new, start, stop, col_part, c):
+@njit(**_JIT)
+def _em_chunk(sigma, y_old, coef, y_new, delta, smax, start, stop, col_part, c):
     a = np.empty(sigma.shape[1])
+    all_pos = True
+    for k in range(coef.shape[0]):
+        if not coef[k] > 0.0:
+            all_pos = False
     gap = 0.0
     for i in range(start, stop):
-        gap += _em_row(sigma[i], y_old[i], coef, a, y_new[i])
-        for k in range(sigma.shape[1]):
-            col_part[c, k] += y_new[i, k]
+        g, delta[i] = _em_row(
+            sigma[i], y_old[i], coef, a, y_new[i], delta[i], smax[i], all_pos, col_part[c]
+        )
+        gap += g
     return gap
 
 
-@njit(cache=True, parallel=True)
-def em_step_parallel(sigma, y_old, coef, y_new, col_part):
+@njit(fastmath=_FAST, **_JIT)
+def _floor_accumulate(y_row, scale, acc):
+    """Scale a row, floor it at ``_FLOOR`` and add it to the column sums.
+
+    EM shrinks vanishing entries geometrically; flooring keeps them out of
+    the subnormal range (slow arithmetic) and keeps every a_k > 0 (Property
+    1's positive iterates). The floor's effect on the objective is far below
+    the float64 resolution.
+    """
+    for k in range(y_row.shape[0]):
+        v = max(y_row[k] * scale, _FLOOR)
+        y_row[k] = v
+        acc[k] += v
+
+
+@njit(parallel=True, **_JIT)
+def em_step_parallel(sigma, y_old, coef, y_new, delta, smax, col_part):
     """One EM iteration over all points, parallel over chunks of points.
 
     Parameters
@@ -230,6 +335,10 @@ def em_step_parallel(sigma, y_old, coef, y_new, col_part):
     sigma, y_old, y_new : 2-D arrays of shape (M, K)
     coef : 1-D float64 array of shape (K,)
         ``lam * M * u_k / sum_i y_old_ik``.
+    delta : 1-D float64 array of shape (M,)
+        Per-point Newton warm starts (negative: none); updated in place.
+    smax : 1-D float64 array of shape (M,)
+        Row maxima of ``sigma``.
     col_part : 2-D float64 array of shape (n_chunks, K)
         Zeroed here, receives per-chunk column sums of ``y_new``.
 
@@ -245,18 +354,18 @@ def em_step_parallel(sigma, y_old, coef, y_new, col_part):
     for c in prange(n_chunks):
         start = (m * c) // n_chunks
         stop = (m * (c + 1)) // n_chunks
-        gaps[c] = _em_chunk(sigma, y_old, coef, y_new, start, stop, col_part, c)
+        gaps[c] = _em_chunk(sigma, y_old, coef, y_new, delta, smax, start, stop, col_part, c)
     return gaps.sum()
 
 
-@njit(cache=True)
-def em_step_serial(sigma, y_old, coef, y_new, col_part):
+@njit(**_JIT)
+def em_step_serial(sigma, y_old, coef, y_new, delta, smax, col_part):
     """Serial twin of :func:`em_step_parallel` (no threading overhead)."""
     col_part[:] = 0.0
-    return _em_chunk(sigma, y_old, coef, y_new, 0, sigma.shape[0], col_part, 0)
+    return _em_chunk(sigma, y_old, coef, y_new, delta, smax, 0, sigma.shape[0], col_part, 0)
 
 
-@njit(cache=True)
+@njit(**_JIT)
 def _coef(colsum, prior, lam, m, out):
     for k in range(colsum.shape[0]):
         if prior[k] > 0.0 and colsum[k] > 0.0:
@@ -265,7 +374,7 @@ def _coef(colsum, prior, lam, m, out):
             out[k] = 0.0
 
 
-@njit(cache=True)
+@njit(**_JIT)
 def em_gap(sigma, y, prior, lam):
     """Frank-Wolfe gap of the collision + reverse-KL objective at ``y``."""
     m, n = sigma.shape
@@ -296,61 +405,162 @@ def em_gap(sigma, y, prior, lam):
     return total / m
 
 
-@njit(cache=True)
-def em_run(sigma, y, prior, lam, max_iter, tol, parallel, n_chunks):
+@njit(**_JIT)
+def _em_apply(sigma, src, dst, colsum, prior, lam, work, parallel):
+    """One EM step ``src -> dst``; ``colsum`` holds the column sums of ``src``
+    on entry and of ``dst`` on exit. Returns the Frank-Wolfe gap of ``src``."""
+    coef, delta, smax, col_part = work
+    m = sigma.shape[0]
+    _coef(colsum, prior, lam, m, coef)
+    if parallel:
+        gsum = em_step_parallel(sigma, src, coef, dst, delta, smax, col_part)
+    else:
+        gsum = em_step_serial(sigma, src, coef, dst, delta, smax, col_part)
+    colsum[:] = 0.0
+    for c in range(col_part.shape[0]):
+        colsum += col_part[c]
+    return max(gsum / m, 0.0)
+
+
+@njit(fastmath=_FAST, **_JIT)
+def _objective_reverse(sigma, y, colsum, prior, lam):
+    """``L(y)`` for collision + reverse KL (``colsum``: column sums of y)."""
+    m, n = sigma.shape
+    data = 0.0
+    for i in range(m):
+        s = 0.0
+        for k in range(n):
+            s += float(sigma[i, k]) * y[i, k]
+        data -= np.log(s)
+    fair = 0.0
+    for k in range(n):
+        if prior[k] > 0.0:
+            fair += prior[k] * np.log(prior[k] * m / colsum[k])
+    return data / m + lam * fair
+
+
+@njit(fastmath=_FAST, **_JIT)
+def _squarem_norms(y0, y1, y2):
+    sr = 0.0
+    sv = 0.0
+    for i in range(y0.shape[0]):
+        for k in range(y0.shape[1]):
+            r = y1[i, k] - y0[i, k]
+            v = y2[i, k] - 2.0 * y1[i, k] + y0[i, k]
+            sr += r * r
+            sv += v * v
+    return sr, sv
+
+
+@njit(fastmath=_FAST, **_JIT)
+def _squarem_point(y0, y1, y2, alpha, out, colsum):
+    """``y0 - 2 alpha r + alpha^2 v`` kept above ``y2 / 100``, rows renormalised."""
+    colsum[:] = 0.0
+    for i in range(y0.shape[0]):
+        tot = 0.0
+        for k in range(y0.shape[1]):
+            r = y1[i, k] - y0[i, k]
+            v = y2[i, k] - 2.0 * y1[i, k] + y0[i, k]
+            x = max(y0[i, k] - 2.0 * alpha * r + alpha * alpha * v, 0.01 * y2[i, k])
+            out[i, k] = x
+            tot += x
+        inv = 1.0 / tot
+        for k in range(y0.shape[1]):
+            out[i, k] *= inv
+            colsum[k] += out[i, k]
+
+
+@njit(**_JIT)
+def _squarem_cycle(sigma, bufs, sums, idx, prior, lam):
+    """Extrapolate from the last three EM iterates (SQUAREM, scheme S3).
+
+    ``idx = (i0, i1, i2, ip)`` index ``bufs``/``sums``. The step length
+    ``alpha = -|r| / |v|`` (at most -1) is halved towards -1 until the
+    extrapolated point's objective is not above that of ``y2``; returns the
+    index of the accepted point (``i2`` when extrapolation does not help).
+    """
+    i0, i1, i2, ip = idx
+    sr, sv = _squarem_norms(bufs[i0], bufs[i1], bufs[i2])
+    if not sv > 0.0:
+        return i2
+    alpha = min(-np.sqrt(sr / sv), -1.0)
+    l2 = _objective_reverse(sigma, bufs[i2], sums[i2], prior, lam)
+    for _ in range(6):
+        if alpha >= -1.0:
+            break
+        _squarem_point(bufs[i0], bufs[i1], bufs[i2], alpha, bufs[ip], sums[ip])
+        if _objective_reverse(sigma, bufs[ip], sums[ip], prior, lam) <= l2:
+            return ip
+        alpha = 0.5 * (alpha - 1.0)
+    return i2
+
+
+@njit(**_JIT)
+def em_run(sigma, y, prior, lam, max_iter, tol, parallel, n_chunks, accelerate):
     """EM iterations for the collision + reverse-KL problem, in place on ``y``.
 
-    Each iteration is one fused pass: E-step weights from the column sums of
-    the current iterate, the point's Frank-Wolfe gap of the current iterate,
-    and the M-step. Stops before updating when ``tol > 0`` and the gap of the
-    current iterate is ``<= tol``.
+    Each EM step is one fused pass: E-step weights from the column sums of
+    the current iterate, the Frank-Wolfe gap of the current iterate, and the
+    M-step. Stops before updating when ``tol > 0`` and the gap of the current
+    iterate is ``<= tol``. With ``accelerate``, every two EM steps are
+    followed by a SQUAREM extrapolation (Varadhan and Roland, 2008) that is
+    kept only when it does not increase the objective, so the objective
+    still decreases monotonically.
 
     Returns
     -------
     n_iter : int
-        M-steps applied to produce the final ``y``.
+        EM (M-)steps applied.
     converged : bool
     gap : float
         Frank-Wolfe gap of the final ``y``.
     """
     m, n = sigma.shape
-    col_part = np.zeros((n_chunks if parallel else 1, n))
-    colsum = np.zeros(n)
+    smax = np.empty(m)
     for i in range(m):
-        for k in range(n):
-            colsum[k] += y[i, k]
-    coef = np.empty(n)
-    cur = y
-    nxt = np.empty_like(y)
-    n_iter = 0
-    odd = False
-    converged = False
-    gap = np.inf
-    for _ in range(max_iter):
-        _coef(colsum, prior, lam, m, coef)
-        if parallel:
-            gsum = em_step_parallel(sigma, cur, coef, nxt, col_part)
-        else:
-            gsum = em_step_serial(sigma, cur, coef, nxt, col_part)
-        gap = max(gsum / m, 0.0)
+        smax[i] = float(sigma[i].max())
+    work = (np.empty(n), np.full(m, -1.0), smax, np.zeros((n_chunks if parallel else 1, n)))
+    n_buf = 4 if accelerate else 2
+    bufs = np.empty((n_buf, m, n))
+    sums = np.zeros((n_buf, n))
+    bufs[0] = y
+    for i in range(m):
+        sums[0] += y[i]
+    a0, a1, a2, ap = 0, 1, 2, 3
+    n_iter, converged, gap = 0, False, np.inf
+    while n_iter < max_iter:
+        gap = _em_from(sigma, bufs, sums, a0, a1, prior, lam, work, parallel)
         if tol > 0.0 and gap <= tol:
             converged = True
             break
-        cur, nxt = nxt, cur
-        odd = not odd
         n_iter += 1
-        colsum[:] = 0.0
-        for c in range(col_part.shape[0]):
-            for k in range(n):
-                colsum[k] += col_part[c, k]
+        if not accelerate or n_iter >= max_iter:
+            a0, a1 = a1, a0
+            continue
+        gap = _em_from(sigma, bufs, sums, a1, a2, prior, lam, work, parallel)
+        if tol > 0.0 and gap <= tol:
+            a0, a1 = a1, a0
+            converged = True
+            break
+        n_iter += 1
+        best = _squarem_cycle(sigma, bufs, sums, (a0, a1, a2, ap), prior, lam)
+        if best == ap:
+            a0, ap = ap, a0
+        else:
+            a0, a2 = a2, a0
     if not converged:
-        gap = max(em_gap(sigma, cur, prior, lam), 0.0)
-    if odd:
-        y[:] = cur
+        gap = max(em_gap(sigma, bufs[a0], prior, lam), 0.0)
+    y[:] = bufs[a0]
     return n_iter, converged, gap
 
 
-@njit(cache=True)
+@njit(**_JIT)
+def _em_from(sigma, bufs, sums, src, dst, prior, lam, work, parallel):
+    sums[dst] = sums[src]
+    return _em_apply(sigma, bufs[src], bufs[dst], sums[dst], prior, lam, work, parallel)
+
+
+@njit(**_JIT)
 def _project_row(v, out):
     n = v.shape[0]
     srt = np.sort(v.astype(np.float64))[::-1]
@@ -366,7 +576,7 @@ def _project_row(v, out):
         out[k] = x if x > 0.0 else 0.0
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True, **_JIT)
 def project_simplex_rows(v, out):
     """Euclidean projection of each row of ``v`` onto the simplex (sort based).
 

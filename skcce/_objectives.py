@@ -131,7 +131,7 @@ class SelfLabelingObjective(Objective):
     def batch_loss(self, log_proba):
         y = self.pseudo_labels(log_proba.detach().exp())
         loss = self.cross_entropy(log_proba, y)
-        return loss, float(loss) + self.fairness_value(y), y
+        return loss, float(loss.detach()) + self.fairness_value(y), y
 
 
 class MutualInformationObjective(Objective):
@@ -153,7 +153,7 @@ class MutualInformationObjective(Objective):
     def batch_loss(self, log_proba):
         prior = None if self.prior is None else torch.as_tensor(self.prior, dtype=torch.float32)
         loss = mutual_information_loss(log_proba, prior, self.lam)
-        return loss, float(loss), None
+        return loss, float(loss.detach()), None
 
 
 def _random_neighbors(neighbors, indices, generator):
@@ -214,7 +214,8 @@ class CrossNeighborObjective(Objective):
         y_i = self.base.pseudo_labels(lp_j.detach().exp())
         y_j = self.base.pseudo_labels(lp_i.detach().exp())
         loss = 0.5 * (self.base.cross_entropy(lp_i, y_i) + self.base.cross_entropy(lp_j, y_j))
-        value = float(loss) + 0.5 * (self.base.fairness_value(y_i) + self.base.fairness_value(y_j))
+        fair = 0.5 * (self.base.fairness_value(y_i) + self.base.fairness_value(y_j))
+        value = float(loss.detach()) + fair
         return StepOutput(loss=loss, value=value, log_proba=lp_i, y=y_i)
 
     def evaluate(self, log_proba):
@@ -224,8 +225,9 @@ class CrossNeighborObjective(Objective):
 class PartialLabelsObjective(Objective):
     """Adds Shannon CE on the labeled rows (label >= 0) to another objective (paper 5.3).
 
-    The term is :math:`\\frac1B \\sum_{i\\,\\text{labeled}} -\\ln\\sigma_{i,y_i}`, so the
-    cluster ids follow the label ids.
+    The term is the mean of :math:`-\\ln\\sigma_{i,y_i}` over the labeled rows of the
+    batch, whatever their share, so that a few labels are enough to tie the cluster ids to
+    the label ids.
 
     Parameters
     ----------
@@ -246,10 +248,9 @@ class PartialLabelsObjective(Objective):
             return out
         mask = batch.y >= 0
         if bool(mask.any()):
-            n_rows = out.log_proba.shape[0]
-            sup = F.nll_loss(out.log_proba[mask], batch.y[mask], reduction="sum") / n_rows
+            sup = F.nll_loss(out.log_proba[mask], batch.y[mask])
             out.loss = out.loss + self.weight * sup
-            out.value += self.weight * float(sup)
+            out.value += self.weight * float(sup.detach())
         return out
 
     def evaluate(self, log_proba):

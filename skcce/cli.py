@@ -410,11 +410,16 @@ def _cmd_bench(args):
     script = folder / BENCHMARKS[args.name]
     if not script.is_file():
         raise CLIError(f"benchmark script not found: {script}")
-    with _on_sys_path(folder):
-        namespace = runpy.run_path(str(script), run_name=f"skcce_bench_{args.name}")
-        if "main" not in namespace:
-            raise CLIError(f"{script} defines no main(argv) function")
-        result = namespace["main"](list(args.args))
+    saved_argv = sys.argv
+    sys.argv = [f"skcce bench {args.name}", *args.args]  # the script's --help names itself so
+    try:
+        with _on_sys_path(folder):
+            namespace = runpy.run_path(str(script), run_name=f"skcce_bench_{args.name}")
+            if "main" not in namespace:
+                raise CLIError(f"{script} defines no main(argv) function")
+            result = namespace["main"](list(args.args))
+    finally:
+        sys.argv = saved_argv
     return int(result or 0)
 
 

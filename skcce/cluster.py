@@ -7,6 +7,7 @@ training loop (:mod:`skcce._training`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
@@ -391,17 +392,13 @@ default='linear'
         self.cluster_sizes_ = np.bincount(labels, minlength=self.n_clusters)
         self._optimizer_state = run.optimizer_state
         self._generator_state = run.generator_state
-        if not (result.converged or result.interrupted or result.diverged or append):
-            warnings.warn(
-                f"CollisionClustering stopped at max_epochs={self.max_epochs} before the loss "
-                f"settled (tol={self.tol}); increase max_epochs or tol.",
-                ConvergenceWarning, stacklevel=3)
 
-    def _guarded(self, fn, X, y):
-        """Run ``fn``; on any error restore the fitted state as it was (nothing half-fitted)."""
+    @contextlib.contextmanager
+    def _all_or_nothing(self):
+        """On any error, put the fitted state back as it was: nothing is left half-fitted."""
         saved = {k: self.__dict__[k] for k in _FITTED if k in self.__dict__}
         try:
-            return fn(X, y)
+            yield
         except BaseException:
             for k in _FITTED:
                 self.__dict__.pop(k, None)
@@ -425,12 +422,17 @@ default='linear'
         self : CollisionClustering
             The fitted estimator.
         """
-        def _fit(X, y):
+        with self._all_or_nothing():
             warm = self.warm_start and hasattr(self, "model_")
             X, best = self._fit_runs(X, y, warm, self.max_epochs)
             self._set_fitted(X, best)
-            return self
-        return self._guarded(_fit, X, y)
+        result = best.result
+        if not (result.converged or result.interrupted or result.diverged):
+            warnings.warn(
+                f"CollisionClustering stopped at max_epochs={self.max_epochs} before the loss "
+                f"settled (tol={self.tol}); increase max_epochs or tol.",
+                ConvergenceWarning, stacklevel=3)  # 3: past sklearn's _fit_context wrapper
+        return self
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
@@ -448,12 +450,11 @@ default='linear'
         self : CollisionClustering
             The updated estimator; ``labels_`` and ``pseudo_labels_`` refer to this chunk.
         """
-        def _partial(X, y):
+        with self._all_or_nothing():
             warm = hasattr(self, "model_")
             X, run = self._fit_runs(X, y, warm, 1)
             self._set_fitted(X, run, append=warm)
-            return self
-        return self._guarded(_partial, X, y)
+        return self
 
     def fit_predict(self, X, y=None):
         """Fit and return the cluster of each training row (equal to ``fit(X).predict(X)``).

@@ -162,7 +162,8 @@ class _WithHead(nn.Module):
     def __init__(self, body, n_in, n_outputs, generator):
         super().__init__()
         self.body = body
-        self.head = nn.Linear(n_in, n_outputs)
+        with torch.random.fork_rng(devices=[]):
+            self.head = nn.Linear(n_in, n_outputs)
         _kaiming_linear_(self.head, generator)
 
     def forward(self, x):
@@ -253,7 +254,8 @@ nn.Module
         if spec == "linear":
             if params:
                 raise ValueError(f"model='linear' takes no model_params, got {sorted(params)}")
-            return LinearClassifier(n_features, n_clusters, generator=generator)
+            with torch.random.fork_rng(devices=[]):  # nn.Linear's own init draws globally
+                return LinearClassifier(n_features, n_clusters, generator=generator)
         if spec == "mlp":
             allowed = {"hidden_layer_sizes", "batch_norm"}
             if set(params) - allowed:
@@ -261,7 +263,8 @@ nn.Module
                     f"model='mlp' accepts model_params {sorted(allowed)}, "
                     f"got {sorted(set(params) - allowed)}"
                 )
-            return MLPClassifier(n_features, n_clusters, generator=generator, **params)
+            with torch.random.fork_rng(devices=[]):
+                return MLPClassifier(n_features, n_clusters, generator=generator, **params)
         if spec in BACKBONES:
             from skcce.backbones import build_backbone  # torchvision is imported only here
 

@@ -1,0 +1,575 @@
+r"""Pseudo-label solvers: the y-step of self-labeled clustering.
+
+For fixed predictions :math:`\sigma` (``proba``, M x K) and a prior
+:math:`u`, the solvers minimise over pseudo-labels :math:`y` (rows on the
+simplex)
+
+.. math::
+
+    L(y) = \frac1M \sum_i H_2(y_i, \sigma_i) + \lambda\, KL(u \| \bar y)
+    \quad \text{('reverse', eq. 11)}, \qquad
+    L(y) = \frac1M \sum_i H_2(y_i, \sigma_i) + \lambda\, KL(\bar y \| u)
+    \quad \text{('forward', eq. 10)},
+
+with :math:`\bar y = \frac1M \sum_i y_i`; ``loss='shannon'`` replaces
+:math:`H_2` by the Shannon cross-entropy :math:`H(y_i, \sigma_i)` (MI-ADM's
+pseudo-label problem). All problems are convex in :math:`y`; every result
+carries the Frank-Wolfe gap :math:`\sum_i (g_i \cdot y_i - \min_k g_{ik})`,
+:math:`g = \nabla L`, which bounds :math:`L(y) - L^*`.
+
+Scale convention: the objective uses the *mean* over points, so the EM's
+per-point weights are :math:`a_k = \lambda M u_k S_{ik}`; the paper's
+:math:`\lambda = 100` at batch size 250 (its eq. 15 has no factor M) is
+``lam = 0.4`` here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from skcce import _kernels
+
+__all__ = [
+    "PseudoLabelResult",
+    "solve_pseudo_labels",
+    "pseudo_label_objective",
+    "frank_wolfe_gap",
+]
+
+logger = logging.getLogger(__name__)
+
+_METHODS = ("em", "pgd", "sinkhorn")
+_FAIRNESS = ("reverse", "forward")
+_LOSSES = ("collision", "shannon")
+_ROW_TOL = 1e-4
+# Mixing weight of the uniform distribution in the start (see solve_pseudo_labels).
+_START_MIX = 1e-3
+# log(sigma) is clipped here for the Shannon loss when sigma has exact zeros.
+_LOG_FLOOR = np.log(1e-300)
+# Above this many entries (and with more than one Numba thread) EM runs parallel.
+_PARALLEL_MIN_SIZE = 500_000
+
+
+@dataclass
+class PseudoLabelResult:
+    """Result of :func:`solve_pseudo_labels`.
+
+    Attributes
+    ----------
+    y : ndarray of shape (M, K)
+        Pseudo-labels, rows on the simplex, in the dtype of ``proba``.
+    n_iter : int
+        Iterations performed.
+    converged : bool
+        Whether the stopping test was met within ``max_iter``.
+    objective : float
+        :math:`L(y)` of the problem solved (see :func:`pseudo_label_objective`).
+    gap : float
+        Frank-Wolfe gap of ``y``, an upper bound on :math:`L(y) - L^*`.
+    history : list of tuple or None
+        ``(seconds, objective, gap)`` for the start and after every iteration
+        when ``record_history=True``; seconds count solver work only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcce.solvers import solve_pseudo_labels
+    >>> res = solve_pseudo_labels(np.array([[0.9, 0.1], [0.2, 0.8]]), lam=0.4)
+    >>> res.y.shape, res.converged
+    ((2, 2), True)
+    """
+
+    y: np.ndarray
+    n_iter: int
+    converged: bool
+    objective: float
+    gap: float
+    history: list | None = None
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_proba(proba, name="proba"):
+    arr = np.asarray(proba)
+    if arr.dtype not in (np.float32, np.float64):
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+        arr = arr.astype(np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_points, n_classes), got shape {arr.shape}")
+    m, k = arr.shape
+    if m < 1:
+        raise ValueError(f"{name} must have at least one row, got shape {arr.shape}")
+    if k < 2:
+        raise ValueError(f"{name} must have at least 2 classes (columns), got {k}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if (arr < 0).any():
+        raise ValueError(f"{name} contains negative values; rows must be probability vectors")
+    rows = arr.sum(axis=1, dtype=np.float64)
+    bad = np.abs(rows - 1.0) > _ROW_TOL
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"rows of {name} must sum to 1 (tolerance {_ROW_TOL:g}); row {i} sums to {rows[i]:.6g}"
+        )
+    return np.ascontiguousarray(arr)
+
+
+def _check_prior(prior, n_classes, fairness):
+    if prior is None:
+        return np.full(n_classes, 1.0 / n_classes)
+    u = np.asarray(prior, dtype=np.float64)
+    if u.ndim != 1 or u.shape[0] != n_classes:
+        raise ValueError(f"prior must have shape ({n_classes},), got {u.shape}")
+    if not np.isfinite(u).all() or (u < 0).any():
+        raise ValueError("prior must be finite and non-negative")
+    if abs(u.sum() - 1.0) > _ROW_TOL:
+        raise ValueError(f"prior must sum to 1, got {u.sum():.6g}")
+    if fairness == "forward" and (u <= 0).any():
+        raise ValueError("prior must be strictly positive for fairness='forward'")
+    return np.ascontiguousarray(u / u.sum())
+
+
+def _check_options(lam, fairness, method, loss):
+    if not np.isscalar(lam) or not np.isfinite(lam) or lam < 0:
+        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+    if fairness not in _FAIRNESS:
+        raise ValueError(f"fairness must be one of {_FAIRNESS}, got {fairness!r}")
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    if loss not in _LOSSES:
+        raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
+    if method == "em" and (loss != "collision" or fairness != "reverse"):
+        raise ValueError(
+            "method='em' solves loss='collision' with fairness='reverse' only; "
+            f"got loss={loss!r}, fairness={fairness!r}; use method='pgd'"
+        )
+
+
+def _check_iter(max_iter, tol, step_size, power):
+    if int(max_iter) != max_iter or max_iter < 1:
+        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    if not np.isfinite(tol) or tol < 0:
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    if step_size is not None and not (np.isfinite(step_size) and step_size > 0):
+        raise ValueError(f"step_size must be None or a positive number, got {step_size!r}")
+    if not (np.isfinite(power) and power > 0):
+        raise ValueError(f"power must be a positive number, got {power!r}")
+
+
+def _start(sigma64, init):
+    """Start of the iterations: ``(1 - eps) * y0 + eps / K``, ``eps = 1e-3``."""
+    y0 = sigma64 if init is None else init
+    k = y0.shape[1]
+    return np.ascontiguousarray((1.0 - _START_MIX) * y0 + _START_MIX / k, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- objective, gap
+
+
+def _objective(sigma, y, lam, prior, fairness, loss):
+    m = sigma.shape[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if loss == "collision":
+            s = np.einsum("ik,ik->i", sigma, y)
+            data = -np.log(s).sum() / m
+        else:
+            logs = np.log(sigma)
+            data = -np.where(y > 0, y * logs, 0.0).sum() / m
+        ybar = y.mean(axis=0)
+        if fairness == "reverse":
+            pos = prior > 0
+            fair = np.sum(prior[pos] * (np.log(prior[pos]) - np.log(ybar[pos])))
+        else:
+            pos = ybar > 0
+            fair = np.sum(ybar[pos] * (np.log(ybar[pos]) - np.log(prior[pos])))
+    return float(data + lam * fair)
+
+
+def _grad_scaled(sigma, y, lam, prior, fairness, loss):
+    """``M * grad L`` (the per-point gradient), shape (M, K)."""
+    m = sigma.shape[0]
+    ybar = y.sum(axis=0) / m
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if loss == "collision":
+            s = np.einsum("ik,ik->i", sigma, y)
+            g = -sigma / s[:, None]
+        else:
+            g = -np.maximum(np.log(sigma), _LOG_FLOOR)
+        if fairness == "reverse":
+            g -= lam * np.where(prior > 0, prior / ybar, 0.0)
+        else:
+            g += lam * (np.log(np.maximum(ybar, 1e-300)) - np.log(prior) + 1.0)
+    return g
+
+
+def _gap_from_grad(g, y):
+    m = y.shape[0]
+    with np.errstate(invalid="ignore"):
+        inner = np.einsum("ik,ik->i", g, y) - g.min(axis=1)
+    if not np.isfinite(inner).all():
+        return float("inf")
+    return float(max(inner.sum() / m, 0.0))
+
+
+def pseudo_label_objective(proba, y, lam, prior=None, fairness="reverse", loss="collision"):
+    r"""Value of the pseudo-label objective :math:`L(y)` (eqs. 10-11).
+
+    Parameters
+    ----------
+    proba : array-like of shape (M, K)
+        Predictions :math:`\sigma`, rows on the simplex.
+    y : array-like of shape (M, K)
+        Pseudo-labels, rows on the simplex.
+    lam : float
+        Weight of the fairness term (mean convention, see module docstring).
+    prior : array-like of shape (K,), default=None
+        Prior :math:`u`; uniform when None.
+    fairness : {'reverse', 'forward'}, default='reverse'
+        :math:`KL(u\|\bar y)` (eq. 11) or :math:`KL(\bar y\|u)` (eq. 10).
+    loss : {'collision', 'shannon'}, default='collision'
+        :math:`H_2(y_i, \sigma_i)` or :math:`H(y_i, \sigma_i)`.
+
+    Returns
+    -------
+    value : float
+        ``inf`` when a term is unbounded (e.g. an empty cluster with
+        :math:`u_k > 0` under 'reverse').
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcce.solvers import pseudo_label_objective
+    >>> p = np.array([[0.5, 0.5], [0.5, 0.5]])
+    >>> round(pseudo_label_objective(p, p, lam=1.0), 6)
+    0.693147
+    """
+    sigma = _check_proba(proba).astype(np.float64, copy=False)
+    yy = _check_proba(y, "y").astype(np.float64, copy=False)
+    if yy.shape != sigma.shape:
+        raise ValueError(f"y must have the shape of proba {sigma.shape}, got {yy.shape}")
+    _check_options(lam, fairness, "pgd", loss)
+    u = _check_prior(prior, sigma.shape[1], fairness)
+    return _objective(sigma, yy, float(lam), u, fairness, loss)
+
+
+def frank_wolfe_gap(proba, y, lam, prior=None, fairness="reverse", loss="collision"):
+    r"""Frank-Wolfe gap of the pseudo-label objective at ``y``.
+
+    ``gap = sum_i (g_i . y_i - min_k g_ik)`` with ``g = grad L(y)``. As
+    :math:`L` is convex on a product of simplices, ``L(y) - L* <= gap``, and
+    the gap is zero exactly at a minimiser.
+
+    Parameters
+    ----------
+    proba, y : array-like of shape (M, K)
+        Predictions and pseudo-labels, rows on the simplex.
+    lam : float
+        Fairness weight.
+    prior : array-like of shape (K,), default=None
+        Prior; uniform when None.
+    fairness : {'reverse', 'forward'}, default='reverse'
+    loss : {'collision', 'shannon'}, default='collision'
+
+    Returns
+    -------
+    gap : float
+        Non-negative; ``inf`` where the gradient is unbounded.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcce.solvers import frank_wolfe_gap
+    >>> p = np.array([[0.9, 0.1], [0.1, 0.9]])
+    >>> frank_wolfe_gap(p, np.eye(2), lam=0.0)
+    0.0
+    """
+    sigma = _check_proba(proba).astype(np.float64, copy=False)
+    yy = _check_proba(y, "y").astype(np.float64, copy=False)
+    if yy.shape != sigma.shape:
+        raise ValueError(f"y must have the shape of proba {sigma.shape}, got {yy.shape}")
+    _check_options(lam, fairness, "pgd", loss)
+    u = _check_prior(prior, sigma.shape[1], fairness)
+    return _gap_from_grad(_grad_scaled(sigma, yy, float(lam), u, fairness, loss), yy)
+
+
+# --------------------------------------------------------------------------- EM
+
+
+def _use_parallel(m, k):
+    import numba
+
+    return m * k >= _PARALLEL_MIN_SIZE and numba.get_num_threads() > 1
+
+
+def _solve_em(proba64, lam, prior, max_iter, tol, init=None, record_history=False,
+              accelerate=True):
+    """EM for collision + reverse KL, without input validation.
+
+    For internal callers (one call per mini-batch). ``proba64`` must be a
+    C-contiguous float64 array with rows on the simplex, ``prior`` a float64
+    distribution of length K, ``init`` None or an (M, K) array with rows on
+    the simplex. Returns a :class:`PseudoLabelResult` with float64 ``y``.
+    ``accelerate=False`` runs the paper's plain EM (no SQUAREM steps).
+    """
+    import numba
+
+    y = _start(proba64, init)
+    m, k = y.shape
+    parallel = _use_parallel(m, k)
+    n_chunks = max(1, numba.get_num_threads())
+    lam = float(lam)
+    if not record_history:
+        n_iter, converged, gap = _kernels.em_run(
+            proba64, y, prior, lam, int(max_iter), float(tol), parallel, n_chunks, accelerate
+        )
+        obj = _objective(proba64, y, lam, prior, "reverse", "collision")
+        return PseudoLabelResult(y, int(n_iter), bool(converged), obj, float(gap))
+    gap = _kernels.em_gap(proba64, y, prior, lam)
+    history = [(0.0, _objective(proba64, y, lam, prior, "reverse", "collision"), gap)]
+    elapsed, n_iter, converged = 0.0, 0, False
+    for _ in range(int(max_iter)):
+        if tol > 0 and gap <= tol:
+            converged = True
+            break
+        t0 = time.perf_counter()
+        _kernels.em_run(proba64, y, prior, lam, 1, 0.0, parallel, n_chunks, False)
+        elapsed += time.perf_counter() - t0
+        n_iter += 1
+        gap = max(_kernels.em_gap(proba64, y, prior, lam), 0.0)
+        history.append((elapsed, _objective(proba64, y, lam, prior, "reverse", "collision"), gap))
+    converged = converged or (tol > 0 and gap <= tol)
+    return PseudoLabelResult(y, n_iter, converged, history[-1][1], float(gap), history)
+
+
+# --------------------------------------------------------------------------- PGD
+
+
+def _pgd_step(y, g, eta, out):
+    _kernels.project_simplex_rows(np.ascontiguousarray(y - eta * g), out)
+    return out
+
+
+def _backtrack(sigma, y, g, obj, eta, problem, buf):
+    """Armijo backtracking for projected gradient (sufficient decrease test).
+
+    Accepts the first ``eta`` (halving from ``2 * eta``) with
+    ``L(y+) <= L(y) + grad.(y+ - y) + |y+ - y|^2 / (2 eta M)``; returns
+    ``(eta, new objective)`` or ``(None, obj)`` when no step decreases L.
+    """
+    m = y.shape[0]
+    slack = 8.0 * np.finfo(np.float64).eps * max(abs(obj), 1.0)
+    eta = min(2.0 * eta, 1e12)
+    for _ in range(80):
+        _pgd_step(y, g, eta, buf)
+        d = buf - y
+        new = _objective(sigma, buf, *problem)
+        bound = obj + (np.vdot(g, d) + np.vdot(d, d) / (2.0 * eta)) / m
+        if new <= bound + slack:
+            return eta, new
+        eta *= 0.5
+    return None, obj
+
+
+def _solve_pgd(sigma, lam, prior, fairness, loss, max_iter, tol, init, step_size, record):
+    """Projected gradient descent (sort-based simplex projection), no validation.
+
+    The step acts on the per-point gradient ``M * grad L``, so a step size
+    means the same thing at every batch size. ``step_size=None`` uses
+    Armijo backtracking (a monotone, convergent rule); a fixed step can
+    diverge, in which case the last finite iterate is returned.
+    """
+    problem = (lam, prior, fairness, loss)
+    y = _start(sigma, init)
+    buf = np.empty_like(y)
+    obj = _objective(sigma, y, *problem)
+    eta = 1.0 if step_size is None else float(step_size)
+    history = [] if record else None
+    elapsed, n_iter, converged = 0.0, 0, False
+    t0 = time.perf_counter()
+    for _ in range(max_iter + 1):
+        g = _grad_scaled(sigma, y, *problem)
+        gap = _gap_from_grad(g, y)
+        if record:
+            elapsed += time.perf_counter() - t0
+            history.append((elapsed, obj, gap))
+            t0 = time.perf_counter()
+        if (tol > 0 and gap <= tol) or n_iter == max_iter:
+            converged = tol > 0 and gap <= tol
+            break
+        if step_size is None:
+            eta, new = _backtrack(sigma, y, g, obj, eta, problem, buf)
+            if eta is None:
+                break
+        else:
+            _pgd_step(y, g, eta, buf)
+            new = _objective(sigma, buf, *problem)
+            if not np.isfinite(new):
+                logger.debug("fixed-step PGD left the domain at iteration %d", n_iter)
+                break
+        y, buf = buf, y
+        obj = new
+        n_iter += 1
+    return PseudoLabelResult(y, n_iter, converged, obj, gap, history)
+
+
+# --------------------------------------------------------------------------- Sinkhorn
+
+
+def _solve_sinkhorn(sigma, lam, prior, fairness, loss, max_iter, tol, power, record):
+    """SeLa's balanced assignment: Sinkhorn-Knopp on ``sigma ** power``.
+
+    Scales ``P = (sigma / max_k sigma)^power`` to row sums ``1/M`` and column
+    sums ``prior``; stops when the column sums are within ``tol`` (max abs);
+    returns the one-hot argmax of the scaled plan.
+    """
+    m, k = sigma.shape
+    t0 = time.perf_counter()
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        plan = (sigma / sigma.max(axis=1, keepdims=True)) ** power
+        beta = np.ones(k)
+        alpha = np.full(m, 1.0 / m)
+        converged, n_iter, err = False, 0, np.inf
+        while n_iter < max_iter:
+            n_iter += 1
+            alpha = (1.0 / m) / (plan @ beta)
+            col = plan.T @ alpha
+            err = float(np.max(np.abs(beta * col - prior)))
+            if tol > 0 and err <= tol:
+                converged = True
+                break
+            beta = np.where(col > 0, prior / col, 0.0)
+    labels = np.argmax(plan * beta, axis=1)
+    y = np.zeros_like(sigma)
+    y[np.arange(m), labels] = 1.0
+    elapsed = time.perf_counter() - t0
+    obj = _objective(sigma, y, lam, prior, fairness, loss)
+    gap = _gap_from_grad(_grad_scaled(sigma, y, lam, prior, fairness, loss), y)
+    history = [(elapsed, obj, gap)] if record else None
+    logger.debug("sinkhorn: %d iterations, marginal error %.3g", n_iter, err)
+    return PseudoLabelResult(y, n_iter, converged, obj, gap, history)
+
+
+# --------------------------------------------------------------------------- front
+
+
+def solve_pseudo_labels(
+    proba,
+    lam,
+    prior=None,
+    fairness="reverse",
+    method="em",
+    loss="collision",
+    *,
+    max_iter=1000,
+    tol=1e-6,
+    init=None,
+    step_size=None,
+    power=25.0,
+    record_history=False,
+    warn=True,
+):
+    r"""Solve the pseudo-label problem for fixed predictions (eqs. 10-11).
+
+    Minimises, over :math:`y` with rows on the simplex,
+    :math:`L(y) = \frac1M\sum_i H_2(y_i,\sigma_i) + \lambda KL(u\|\bar y)`
+    (``fairness='reverse'``, eq. 11) or :math:`+\lambda KL(\bar y\|u)`
+    (``'forward'``, eq. 10); ``loss='shannon'`` uses :math:`H(y_i,\sigma_i)`.
+    The fairness term uses the mean over points, so the paper's
+    :math:`\lambda = 100` at batch size 250 is ``lam = 0.4`` here.
+
+    Parameters
+    ----------
+    proba : array-like of shape (M, K)
+        Predictions :math:`\sigma`, rows on the simplex (float32 or float64;
+        zeros and ties allowed), K >= 2.
+    lam : float
+        Fairness weight, >= 0.
+    prior : array-like of shape (K,), default=None
+        Prior cluster proportions :math:`u`; uniform when None. Zeros are
+        allowed for 'reverse' only.
+    fairness : {'reverse', 'forward'}, default='reverse'
+        :math:`KL(u\|\bar y)` or :math:`KL(\bar y\|u)`.
+    method : {'em', 'pgd', 'sinkhorn'}, default='em'
+        'em': the paper's EM (E-step eq. 14, Newton M-step eqs. 16-17 from
+        Lemma 1's end point, appendix C), collision + reverse only.
+        'pgd': projected gradient descent on any (loss, fairness); the
+        solver for ``loss='shannon'``. 'sinkhorn': SeLa's balanced hard
+        assignment (Sinkhorn-Knopp on ``proba ** power`` towards the
+        prior); it does not minimise L, its ``objective`` and ``gap`` are
+        those of the (loss, fairness, lam) problem at the one-hot result.
+    loss : {'collision', 'shannon'}, default='collision'
+    max_iter : int, default=1000
+        Maximum number of iterations.
+    tol : float, default=1e-6
+        'em' and 'pgd' stop as soon as the Frank-Wolfe gap of the current
+        iterate is ``<= tol``, which certifies ``L(y) - L* <= tol``.
+        'sinkhorn' stops when the column sums match the prior within
+        ``tol``. ``tol=0`` runs ``max_iter`` iterations.
+    init : array-like of shape (M, K), default=None
+        Warm start, rows on the simplex; ``proba`` when None. EM needs a
+        strictly positive start (Property 1), so every method starts from
+        ``(1 - 1e-3) * init + 1e-3 / K``.
+    step_size : float, default=None
+        PGD step on the per-point gradient ``M * grad L``; None uses
+        Armijo backtracking. A fixed step (the paper's Table 1) may diverge.
+    power : float, default=25.0
+        Sinkhorn's sharpening exponent (SeLa's lambda).
+    record_history : bool, default=False
+        Record ``(seconds, objective, gap)`` per iteration (slower).
+    warn : bool, default=True
+        Emit a ConvergenceWarning when the stopping test is not met.
+
+    Returns
+    -------
+    result : PseudoLabelResult
+        ``y`` (dtype of ``proba``), ``n_iter``, ``converged``,
+        ``objective``, ``gap``, ``history``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcce.solvers import solve_pseudo_labels
+    >>> proba = np.array([[0.7, 0.3], [0.6, 0.4], [0.55, 0.45]])
+    >>> res = solve_pseudo_labels(proba, lam=1.0)
+    >>> res.converged, res.gap <= 1e-6
+    (True, True)
+    >>> res.y.argmax(axis=1)
+    array([0, 0, 1])
+    """
+    _check_options(lam, fairness, method, loss)
+    _check_iter(max_iter, tol, step_size, power)
+    arr = _check_proba(proba)
+    sigma = arr.astype(np.float64, copy=False)
+    u = _check_prior(prior, sigma.shape[1], fairness)
+    y0 = None
+    if init is not None:
+        y0 = _check_proba(init, "init").astype(np.float64, copy=False)
+        if y0.shape != sigma.shape:
+            raise ValueError(f"init must have the shape of proba {sigma.shape}, got {y0.shape}")
+    lam, max_iter, tol = float(lam), int(max_iter), float(tol)
+    if method == "em":
+        res = _solve_em(sigma, lam, u, max_iter, tol, y0, record_history)
+    elif method == "pgd":
+        res = _solve_pgd(sigma, lam, u, fairness, loss, max_iter, tol, y0, step_size,
+                         record_history)
+    else:
+        res = _solve_sinkhorn(sigma, lam, u, fairness, loss, max_iter, tol, power,
+                              record_history)
+    if warn and not res.converged and tol > 0:
+        warnings.warn(
+            f"solve_pseudo_labels(method={method!r}) did not converge in {res.n_iter} "
+            f"iterations (gap {res.gap:.3g}, tol {tol:g}); increase max_iter or tol",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    res.y = res.y.astype(arr.dtype, copy=False)
+    return res

@@ -1,0 +1,293 @@
+"""CollisionClustering: behaviour, scikit-learn integration, reproducibility, bad input."""
+
+import pickle
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.cluster import KMeans
+from sklearn.datasets import load_digits, make_blobs
+from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+import skcce.cluster as cluster_module
+from skcce import CollisionClustering
+from skcce._training import Callback
+from skcce.metrics import clustering_accuracy, hungarian_accuracy_scorer
+
+
+@pytest.fixture(autouse=True)
+def _quiet_convergence():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, y = make_blobs(n_samples=240, centers=3, n_features=5, cluster_std=1.0, random_state=0)
+    return StandardScaler().fit_transform(X), y
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return StandardScaler().fit_transform(X).astype(np.float32), y
+
+
+def _est(**kw):
+    params = dict(n_clusters=3, lr=0.05, max_epochs=15, batch_size=64, device="cpu",
+                  random_state=0)
+    params.update(kw)
+    return CollisionClustering(**params)
+
+
+def test_fit_attributes_and_consistency(blobs):
+    X, y = blobs
+    est = _est().fit(X)
+    assert est.labels_.shape == (240,) and est.labels_.dtype == np.int64
+    assert est.pseudo_labels_.shape == (240, 3)
+    assert np.allclose(est.pseudo_labels_.sum(axis=1), 1, atol=1e-4)
+    assert est.n_iter_ == len(est.loss_curve_) >= 1
+    assert est.cluster_sizes_.sum() == 240
+    assert np.array_equal(est.cluster_sizes_, np.bincount(est.labels_, minlength=3))
+    assert est.n_features_in_ == 5
+    assert all(p.device.type == "cpu" for p in est.model_.parameters())
+    assert np.array_equal(est.predict(X), est.labels_)
+    assert clustering_accuracy(y, est.labels_) > 0.95
+
+
+def test_fit_predict_equals_fit_then_predict(blobs):
+    X, _ = blobs
+    labels = _est().fit_predict(X)
+    assert np.array_equal(labels, _est().fit(X).predict(X))
+
+
+def test_predict_proba_transform_and_score(blobs):
+    X, _ = blobs
+    est = _est().fit(X)
+    proba = est.predict_proba(X)
+    assert proba.shape == (240, 3) and np.allclose(proba.sum(axis=1), 1, atol=1e-10)
+    assert np.array_equal(proba, est.transform(X))
+    assert np.array_equal(proba.argmax(axis=1), est.predict(X))
+    assert est.score(X) == pytest.approx(-est.loss_, rel=1e-6)
+    assert est.get_feature_names_out().tolist() == [f"collisionclustering{i}" for i in range(3)]
+
+
+def test_float32_stays_float32_without_copy(blobs, monkeypatch):
+    X = np.ascontiguousarray(blobs[0], dtype=np.float32)
+    seen = []
+    original = cluster_module.ArraySource
+
+    def spy(Xa, y=None):
+        seen.append(Xa)
+        return original(Xa, y)
+
+    monkeypatch.setattr(cluster_module, "ArraySource", spy)
+    est = _est(max_epochs=2).fit(X)
+    assert np.shares_memory(seen[0], X)
+    assert est.predict_proba(X).dtype == np.float32
+    assert est.transform(X.astype(np.float64)).dtype == np.float64
+
+
+@pytest.mark.parametrize("kw", [
+    dict(),
+    dict(fairness="forward"),
+    dict(loss="shannon", fairness="forward"),
+    dict(loss="shannon", solver="sinkhorn"),
+    dict(loss="mutual_information", lam=1.0),
+    dict(augment="neighbors", n_neighbors=3),
+    dict(augment="cross_neighbors", n_neighbors=3),
+    dict(model="mlp", model_params={"hidden_layer_sizes": (16,)}, lr=0.01),
+])
+def test_methods_cluster_easy_blobs(blobs, kw):
+    X, y = blobs
+    est = _est(max_epochs=20, **kw).fit(X)
+    assert np.all(np.isfinite(est.loss_curve_))
+    assert clustering_accuracy(y, est.labels_) > 0.9, kw
+
+
+def test_seed_reproducibility_and_global_rng_untouched(blobs):
+    X, _ = blobs
+    torch_state = torch.random.get_rng_state()
+    np_state = np.random.get_state()
+    kw = dict(model="mlp", model_params={"hidden_layer_sizes": (8,)}, augment="neighbors",
+              n_neighbors=3, max_epochs=3, random_state=7)
+    a = _est(**kw).fit(X)
+    b = _est(**kw).fit(X)
+    assert torch.equal(torch_state, torch.random.get_rng_state())
+    after = np.random.get_state()
+    assert np.array_equal(np_state[1], after[1]) and np_state[2] == after[2]
+    assert np.array_equal(a.labels_, b.labels_)
+    assert np.array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert a.loss_curve_ == b.loss_curve_
+    c = _est(**{**kw, "random_state": 8}).fit(X)
+    assert c.loss_curve_ != a.loss_curve_
+
+
+def test_n_init_keeps_lowest_loss(blobs):
+    X, _ = blobs
+    one = _est(max_epochs=3, n_init=1).fit(X)
+    three = _est(max_epochs=3, n_init=3).fit(X)
+    assert three.loss_ <= one.loss_ + 1e-12
+
+
+def test_warm_start_continues(blobs):
+    X, _ = blobs
+    est = _est(max_epochs=3, warm_start=True).fit(X)
+    first = est.loss_curve_[0]
+    weights = est.model_.linear.weight.detach().clone()
+    est.fit(X)
+    assert est.loss_curve_[0] < first
+    assert not torch.equal(weights, est.model_.linear.weight.detach())
+
+
+def test_partial_fit(blobs):
+    X, _ = blobs
+    est = _est()
+    est.partial_fit(X[:120])
+    assert est.n_iter_ == 1 and est.labels_.shape == (120,)
+    est.partial_fit(X[120:])
+    assert est.n_iter_ == 2 and len(est.loss_curve_) == 2
+    assert est.labels_.shape == (120,) and est.predict(X).shape == (240,)
+    with pytest.raises(ValueError, match="features"):
+        est.partial_fit(X[:, :3])
+
+
+def test_weak_supervision_fixes_cluster_ids(blobs):
+    X, y = blobs
+    target = (y + 1) % 3  # ids the unsupervised run would not pick by itself
+    partial = np.full_like(target, -1)
+    rng = np.random.default_rng(0)
+    labeled = rng.choice(len(y), size=24, replace=False)
+    partial[labeled] = target[labeled]
+    est = _est(max_epochs=20).fit(X, partial)
+    assert np.mean(est.labels_ == target) > 0.95
+
+
+def test_y_without_unlabeled_marker_is_ignored(blobs):
+    X, y = blobs
+    a = _est(max_epochs=3).fit(X)
+    b = _est(max_epochs=3).fit(X, (y + 1) % 3)
+    assert np.array_equal(a.labels_, b.labels_)
+
+
+def test_keyboard_interrupt_keeps_model(blobs, monkeypatch):
+    class Interrupt(Callback):
+        def on_batch_end(self, trainer, batch, output):
+            if len(trainer.history) == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(CollisionClustering, "_make_callbacks", lambda self: [Interrupt()])
+    X, _ = blobs
+    with pytest.warns(UserWarning, match="interrupted"):
+        est = _est(max_epochs=50, n_init=3).fit(X)
+    assert est.n_iter_ == 2
+    proba = est.predict_proba(X)
+    assert np.all(np.isfinite(proba)) and est.labels_.shape == (240,)
+
+
+def test_collapse_warning():
+    X = np.zeros((30, 2))
+    with pytest.warns(ConvergenceWarning, match="collapse"):
+        _est(max_epochs=2).fit(X)
+
+
+def test_max_epochs_warning(blobs):
+    with pytest.warns(ConvergenceWarning, match="max_epochs"):
+        _est(max_epochs=1).fit(blobs[0])
+
+
+@pytest.mark.parametrize("X, kw, match", [
+    (np.array([[0.0, np.nan], [1, 2], [3, 4], [5, 6]]), {}, "NaN"),
+    (np.array([[0.0, np.inf], [1, 2], [3, 4], [5, 6]]), {}, "infinity"),
+    (np.arange(8.0), {}, "2D array"),
+    (np.zeros((4, 2, 2)), {}, "dim"),
+    (np.eye(4), {"n_clusters": 1}, "n_clusters must be >= 2"),
+    (np.eye(4), {"n_clusters": 5}, "n_clusters=5 must be <= n_samples=4"),
+    (np.eye(4), {"n_clusters": 2, "prior": [0.5, 0.3]}, "sum to 1"),
+    (np.eye(4), {"n_clusters": 2, "prior": [0.5, 0.25, 0.25]}, "shape"),
+    (np.eye(4), {"n_clusters": 2, "prior": [1.5, -0.5]}, "non-negative"),
+    (np.eye(4), {"n_clusters": 2, "prior": [np.nan, 0.5]}, "finite"),
+    (np.eye(4), {"lam": -1.0}, "lam"),
+    (np.eye(4), {"model": "nope"}, "model"),
+])
+def test_bad_input_raises_and_leaves_nothing_fitted(X, kw, match):
+    est = _est(**{"n_clusters": 2, **kw})
+    with pytest.raises(ValueError, match=match):
+        est.fit(X)
+    assert not hasattr(est, "n_features_in_") and not hasattr(est, "labels_")
+
+
+@pytest.mark.parametrize("y, match", [
+    ([0, -1, 2, 0], r"\[-1, n_clusters=2\)"),
+    ([0, -2, 1, 0], r"\[-1, n_clusters=2\)"),
+    ([0, -1, 1], "entries"),
+    ([0.5, -1, 1, 0], "integers"),
+])
+def test_bad_partial_labels(y, match):
+    est = _est(n_clusters=2)
+    with pytest.raises(ValueError, match=match):
+        est.fit(np.eye(4), np.asarray(y))
+    assert not hasattr(est, "n_features_in_")
+
+
+def test_failed_refit_keeps_previous_fit(blobs):
+    X, _ = blobs
+    est = _est(max_epochs=2).fit(X)
+    labels = est.labels_.copy()
+    with pytest.raises(ValueError):
+        est.fit(X[:2])  # fewer samples than clusters
+    assert np.array_equal(est.labels_, labels) and est.n_features_in_ == 5
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the error without CUDA")
+def test_cuda_requested_without_cuda():
+    with pytest.raises(ValueError, match="CUDA"):
+        _est(device="cuda").fit(np.eye(4))
+
+
+def test_clone_pickle_joblib_and_device_switch(blobs, tmp_path):
+    X, _ = blobs
+    est = _est(max_epochs=3).fit(X)
+    fresh = clone(est)
+    assert not hasattr(fresh, "model_") and fresh.get_params() == est.get_params()
+    expected = est.predict_proba(X)
+    again = pickle.loads(pickle.dumps(est))
+    assert np.array_equal(again.predict_proba(X), expected)
+    joblib.dump(est, tmp_path / "est.joblib")
+    loaded = joblib.load(tmp_path / "est.joblib")
+    loaded.set_params(device="auto")  # CUDA when the loading machine has one
+    assert np.allclose(loaded.predict_proba(X), expected, atol=1e-5)
+    assert np.array_equal(loaded.predict(X), est.predict(X))
+    assert all(p.device.type == "cpu" for p in loaded.model_.parameters())
+
+
+def test_pipeline_and_grid_search(digits):
+    X, y = digits
+    X, y = X[:600], y[:600]
+    pipe = make_pipeline(StandardScaler(), PCA(n_components=20, random_state=0),
+                         CollisionClustering(n_clusters=10, max_epochs=5, lr=0.01,
+                                             device="cpu", random_state=0))
+    labels = pipe.fit_predict(X)
+    assert labels.shape == (600,) and np.array_equal(labels, pipe.predict(X))
+    search = GridSearchCV(pipe, {"collisionclustering__lam": [0.1, 1.0]}, cv=2,
+                          scoring=hungarian_accuracy_scorer, n_jobs=2)
+    search.fit(X, y)
+    assert search.best_params_["collisionclustering__lam"] in (0.1, 1.0)
+    assert 0.2 < search.best_score_ <= 1.0
+
+
+def test_digits_default_comparable_to_kmeans(digits):
+    X, y = digits
+    est = CollisionClustering(n_clusters=10, random_state=0, device="cpu").fit(X)
+    acc = clustering_accuracy(y, est.labels_)
+    km = clustering_accuracy(y, KMeans(10, n_init=10, random_state=0).fit_predict(X))
+    assert acc > 0.3  # chance is ~0.1; the largest class alone is ~0.1
+    assert acc > km - 0.1, (acc, km)

@@ -1,0 +1,132 @@
+"""Docs plumbing: markdown reports convert to warning-free rst; README splicing; page wiring.
+
+The full Sphinx build (``python -m sphinx -W -b html docs docs/_build``) runs in
+``.ci/run``; these tests check the parts that can break it, quickly.
+"""
+
+import importlib.util
+import io
+import re
+from pathlib import Path
+
+import pytest
+
+docutils_core = pytest.importorskip("docutils.core")
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs"
+
+
+def _load(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+mdtables = _load(DOCS / "_ext" / "mdtables.py", "mdtables")
+update_readme = _load(REPO / "benchmarks" / "update_readme.py", "update_readme")
+
+TRICKY = """# Title with *stars* and `code`
+
+Some text_with_underscores, a | pipe, a [link](http://example.org) and <html>.
+`code` at the start, then **bold**± glued to a symbol, and 2 * 3.
+1. looks like a list
+- a bullet with `x`
+  continued here
+* another bullet
+| a | b |
+|:--|--:|
+| 0.58 ± 0.03 | |
+| **0.70**x | `k` | extra cell |
+
+```
+raw block
+```
+![Figure](fig.png)
+-leading dash
+"""
+
+
+def _rst_problems(rst):
+    stream = io.StringIO()
+    docutils_core.publish_doctree(
+        rst, settings_overrides={"warning_stream": stream, "report_level": 2,
+                                 "halt_level": 5})
+    return stream.getvalue()
+
+
+def test_tricky_markdown_converts_without_warnings():
+    rst = mdtables.markdown_to_rst(TRICKY)
+    assert _rst_problems(rst) == ""
+    assert ".. list-table::" in rst and ".. rubric::" in rst
+    assert ".. image:: /benchmarks/fig.png" in rst
+    # every table row has the width of the widest row
+    assert rst.count("     - extra cell") == 1
+    assert re.search(r"\* - 0\.58 ± 0\.03\n     -\n     -\n", rst)
+
+
+def test_inline_text_is_escaped_but_code_and_bold_survive():
+    assert mdtables.inline("a_b *c*") == r"a\_b \*c\*"
+    assert mdtables.inline("`x_y` and **z**") == r"``x_y``\  and \ **z**"
+    assert mdtables.inline("1. item").startswith("\\")
+
+
+@pytest.mark.parametrize("report", sorted((DOCS / "benchmarks").glob("*.md")),
+                         ids=lambda p: p.name)
+def test_generated_reports_convert_without_warnings(report):
+    assert _rst_problems(mdtables.markdown_to_rst(report.read_text(encoding="utf-8"))) == ""
+
+
+def test_missing_reports_get_placeholders(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "present.md").write_text("# T\n\n| a |\n|---|\n| 1 |\n")
+    written = mdtables.convert_folder(src, tmp_path / "out", names=["present", "absent"])
+    assert sorted(p.name for p in written) == ["absent.rst", "present.rst"]
+    assert "has not been generated" in (tmp_path / "out" / "absent.rst").read_text()
+    assert ".. list-table::" in (tmp_path / "out" / "present.rst").read_text()
+
+
+def test_pages_include_only_known_reports():
+    conf = (DOCS / "conf.py").read_text()
+    known = set(re.findall(r'"(\w+)"', conf.split("REPORTS = (", 1)[1].split(")", 1)[0]))
+    included = set()
+    for page in DOCS.rglob("*.rst"):
+        if "_build" in page.parts or "_generated" in page.parts:
+            continue
+        included |= set(re.findall(r"\.\. include:: /_generated/(\w+)\.rst", page.read_text()))
+    assert included and included <= known
+
+
+def test_every_reproduction_page_is_in_the_toctree():
+    index = (DOCS / "benchmarks" / "index.rst").read_text()
+    pages = {p.stem for p in (DOCS / "benchmarks").glob("*.rst")} - {"index"}
+    listed = set(re.findall(r"^   (\w+)$", index, flags=re.M))
+    assert pages == listed
+
+
+def test_readme_quick_start_and_markers():
+    readme = (REPO / "README.md").read_text()
+    assert 'pip install -e ".[dev]" && skcce demo' in readme
+    assert 'pip install -e ".[dev]" && python -m pytest' in readme
+    assert readme.count(update_readme.START) == 1 and readme.count(update_readme.END) == 1
+    assert "Collision Cross-entropy for Soft Class Labels and Deep Clustering" in readme
+
+
+def test_readme_splice_copies_tables_and_is_idempotent(tmp_path):
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "solvers.md").write_text(
+        "# Solvers\n\nMachine: x; date: 2026-01-02 03:04 UTC.\n\n"
+        "| solver | s |\n|---|---|\n| EM | 0.1 |\n\ntrailing text\n\n| second | table |\n")
+    section = update_readme.results_section(str(reports))
+    assert "| EM | 0.1 |" in section and "second" not in section
+    assert "2026-01-02 03:04 UTC" in section
+    assert "Not generated yet: run `python benchmarks/bench_deep.py`" in section
+    readme = f"intro\n{update_readme.START}\nold\n{update_readme.END}\nend\n"
+    once = update_readme.splice(readme, section)
+    assert "old" not in once and once.endswith("end\n")
+    assert update_readme.splice(once, section) == once
+    with pytest.raises(ValueError, match="markers"):
+        update_readme.splice("no markers", section)

@@ -1,0 +1,50 @@
+"""Every example runs as shipped, in its quick mode, and prints what it promises."""
+
+import ast
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+# example -> strings its quick run must print
+EXPECTED = {
+    "fixed_features_pipeline.py": ["CollisionClustering: accuracy", "KMeans: accuracy"],
+    "grid_search_lam.py": ["best lam:", "held-out accuracy"],
+    "weak_supervision.py": ["only seeds", "+ CCE"],
+    "noisy_labels.py": ["collision", "Shannon", "0.5"],
+    "resnet50_features.py": ["features: (60, 2048)", "RANDOM weights", "accuracy"],
+    "deep_mnist.py": ["VGG-4 on 256 MNIST images: accuracy"],
+}
+NEEDS_DATA = {"deep_mnist.py": "mnist70k.npz"}
+
+
+def test_every_example_is_listed():
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_has_a_docstring_header(name):
+    doc = ast.get_docstring(ast.parse((EXAMPLES / name).read_text()))
+    assert doc and "--quick" in doc and "Run::" in doc
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_runs_quick(name, monkeypatch, capsys):
+    if name in NEEDS_DATA:
+        from skcce.datasets import find_data_file
+
+        if find_data_file(NEEDS_DATA[name]) is None:
+            pytest.skip(f"{NEEDS_DATA[name]} not found (set SKCCE_DATA to its folder)")
+    monkeypatch.setenv("SKCCE_QUICK", "1")
+    monkeypatch.delenv("SKCCE_RESNET50_WEIGHTS", raising=False)
+    monkeypatch.setattr(sys, "argv", [str(EXAMPLES / name), "--quick"])
+    try:
+        runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+    except SystemExit as exc:
+        assert exc.code in (0, None), f"{name} exited with {exc.code}"
+    out = capsys.readouterr().out
+    for needle in EXPECTED[name]:
+        assert needle in out, f"{name}: {needle!r} not in output:\n{out}"
