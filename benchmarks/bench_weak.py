@@ -70,7 +70,7 @@ def load_data(args):
 
 def partial_labels(y, fraction, rng):
     """Copy of ``y`` keeping ``fraction`` of each class's labels (at least one), -1 elsewhere."""
-    partial = np.full_like(y, -1)
+    partial = np.full(y.shape, -1, dtype=np.int64)
     for label in np.unique(y):
         rows = np.flatnonzero(y == label)
         keep = rng.choice(rows, size=max(1, round(fraction * rows.size)), replace=False)
@@ -145,7 +145,7 @@ def write_report(args, results, description, train_shape, n_test):
             acc = np.array([a for a, _ in results[(method, ratio)]])
             row[f"{ratio:g} labels"] = f"{100 * acc.mean():.2f}% ({100 * acc.std():.2f})"
         secs = [s for ratio in args.ratios for _, s in results[(method, ratio)]]
-        row["median fit s"] = f"{np.median(secs):.2f}"
+        row["median fit s"] = f"{np.median(secs):.3g}"
         rows.append(row)
     command = "python benchmarks/bench_weak.py" + (" --quick" if args.quick else "")
     if args.features:

@@ -30,6 +30,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.mathjax",
     "numpydoc",
+    "docstring_fixes",  # _ext/docstring_fixes.py
 ]
 
 exclude_patterns = ["_build", "_generated", "_ext", "benchmarks/*.md"]
@@ -37,7 +38,7 @@ templates_path = []
 source_suffix = {".rst": "restructuredtext"}
 root_doc = "index"
 
-autodoc_default_options = {"members": True, "member-order": "bysource"}
+autodoc_default_options = {"member-order": "bysource"}
 autodoc_typehints = "none"
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False

@@ -31,7 +31,7 @@ QUICK = "--quick" in sys.argv[1:] or os.environ.get("SKCCE_QUICK") == "1"
 
 def partial_labels(y, fraction, rng):
     """Copy of ``y`` with all but ``fraction`` of each class set to -1 (at least one kept)."""
-    partial = np.full_like(y, -1)
+    partial = np.full(y.shape, -1, dtype=np.int64)
     for label in np.unique(y):
         rows = np.flatnonzero(y == label)
         keep = rng.choice(rows, size=max(1, round(fraction * rows.size)), replace=False)

@@ -572,20 +572,22 @@ def is_dataset(X) -> bool:
 def is_image_input(X, model=None, image_shape=None) -> bool:
     """Whether an estimator should treat ``X`` as images rather than feature vectors.
 
-    True when ``image_shape`` is given, ``X`` is a torch Dataset or a 3-D /
-    4-D array, or ``model`` names a convolutional backbone.
+    True when ``image_shape`` is given, ``X`` is a torch Dataset, ``model``
+    names a convolutional backbone, or ``model`` is a custom module and ``X``
+    a 3-D / 4-D array.  The feature-vector models ``'linear'`` and ``'mlp'``
+    take 2-D input only (unless ``image_shape`` says the rows are images).
 
     Examples
     --------
     >>> import numpy as np
     >>> from skcce.augment import is_image_input
-    >>> is_image_input(np.zeros((2, 28, 28))), is_image_input(np.zeros((2, 5)), "linear")
+    >>> is_image_input(np.zeros((2, 28, 28)), "vgg4"), is_image_input(np.zeros((2, 5)), "linear")
     (True, False)
     """
     if image_shape is not None or is_dataset(X):
         return True
-    if isinstance(model, str) and model in ("vgg4", "resnet18", "resnet50"):
-        return True
+    if isinstance(model, str):
+        return model in ("vgg4", "resnet18", "resnet50")
     return getattr(X, "ndim", 2) in (3, 4)
 
 

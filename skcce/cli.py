@@ -16,6 +16,7 @@ import os
 import runpy
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -241,8 +242,6 @@ def _cmd_demo(args):
           "(standardized pixels as features)")
     rows, predictions = [], {}
     for name, make in _demo_methods(n_clusters, args.seed, args.quick):
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             start = time.perf_counter()
@@ -288,9 +287,15 @@ def _cmd_fit(args):
             f"--n-clusters must be between 2 and the number of samples ({X.shape[0]}), "
             f"got {args.n_clusters}"
         )
+    if not np.issubdtype(X.dtype, np.number):
+        raise CLIError(f"{args.features}: features must be numeric, got dtype {X.dtype}")
+    X = X.astype(np.float32 if X.dtype == np.float32 else np.float64, copy=False)
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        raise CLIError(f"{args.features}: {int(bad.sum())} row(s) contain NaN or infinite "
+                       f"values (first: row {int(np.flatnonzero(bad)[0])}); impute or drop them")
     from skcce import CollisionClustering
 
-    X = X.astype(np.float32 if X.dtype == np.float32 else np.float64, copy=False)
     if not args.no_standardize:
         from sklearn.preprocessing import StandardScaler
 
@@ -518,7 +523,9 @@ def main(argv=None):
         parser.print_help(sys.stderr)
         return 2
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning  # one line, no source excerpt
+            return args.func(args)
     except SystemExit as exc:  # a benchmark's own argparse (--help or a usage error)
         return _exit_code(exc, default=1)
     except KeyboardInterrupt:
@@ -531,6 +538,10 @@ def main(argv=None):
         return 1
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"skcce: {category.__name__}: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def _exit_code(exc, default):
     if exc.code is None:
         return 0
@@ -540,8 +551,11 @@ def _exit_code(exc, default):
     return default
 
 
-def _one_line(exc):
+def _one_line(exc, limit=300):
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > limit:  # e.g. scikit-learn's long advice: keep the first sentences
+        cut = text.rfind(". ", 0, limit)
+        text = text[: cut + 1] if cut > 0 else text[:limit] + "..."
     if not isinstance(exc, (CLIError, ValueError, OSError, ImportError)):
         text = f"{type(exc).__name__}: {text} (rerun with --traceback for details)"
     return text

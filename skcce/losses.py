@@ -58,10 +58,9 @@ def _check_pair(logits: torch.Tensor, target: torch.Tensor) -> None:
 class _CollisionCE(torch.autograd.Function):
     """H2(y, softmax(z)) per row, with a backward pass that is exactly zero for uniform y.
 
-    d/dz_j [-ln s] = sigma_j (S * y_j - s) / s  with s = sum_k y_k sigma_k and
-    S = sum_k sigma_k (= 1).  Writing y = m + delta with m = max_k y_k, the
-    numerator is  delta_j S - sum_k delta_k sigma_k : it has no m-terms to
-    cancel, so a uniform target (delta = 0) gives a gradient of exactly 0.
+    d/dz_j [-ln s] = sigma_j - w_j  with s = sum_k y_k sigma_k and
+    w_j = y_j sigma_j / s, both distributions (finite for any logits); rows with a
+    uniform target, where the two agree only up to rounding, get an exact 0.
     """
 
     @staticmethod
@@ -78,11 +77,12 @@ class _CollisionCE(torch.autograd.Function):
         sigma = log_sigma.exp()
         grad_logits = grad_target = None
         if ctx.needs_input_grad[0]:
-            delta = target - target.amax(dim=1, keepdim=True)
-            num = delta * sigma.sum(dim=1, keepdim=True) - (delta * sigma).sum(dim=1, keepdim=True)
-            # sigma_j / s computed in log space: stays finite when s underflows.
-            ratio = torch.exp(log_sigma - log_s[:, None])
-            grad_logits = -grad_out[:, None] * ratio * num
+            # d/dz_j = sigma_j - w_j with w = y * sigma / s, a distribution computed in
+            # log space, so it stays finite for extreme logits; a uniform row gets an
+            # exact 0 (sigma - w is only zero up to rounding there).
+            w = torch.exp(log_sigma + torch.log(target) - log_s[:, None])
+            uniform = (target == target[:, :1]).all(dim=1, keepdim=True)
+            grad_logits = grad_out[:, None] * torch.where(uniform, 0.0, sigma - w)
         if ctx.needs_input_grad[1]:
             grad_target = -grad_out[:, None] * torch.exp(log_sigma - log_s[:, None])
         return grad_logits, grad_target

@@ -122,9 +122,17 @@ def _digits(n=24, seed=0):
     return X, y
 
 
-def test_images_vgg4_memmap_and_flat(tmp_path):
+class SmallCNN(torch.nn.Sequential):
+    """A fast stand-in for VGG-4 (tested in test_deep.py); a class, so seeding applies."""
+
+    def __init__(self):
+        super().__init__(torch.nn.Conv2d(1, 4, 3, stride=2), torch.nn.BatchNorm2d(4),
+                         torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(676, 2))
+
+
+def test_images_memmap_and_flat(tmp_path):
     X, y = _digits()
-    kw = {"model": "vgg4", "max_epochs": 2, "batch_size": 8, "lr": 1e-3}
+    kw = {"model": SmallCNN, "max_epochs": 2, "batch_size": 8, "lr": 1e-3}
     clf = _clf(**kw).fit(X, y)
     assert clf.n_features_in_ == 784
     proba = clf.predict_proba(X)
@@ -142,7 +150,7 @@ def test_images_vgg4_memmap_and_flat(tmp_path):
 def test_images_with_augmentation_and_dataset():
     X, y = _digits()
     dataset = torch.utils.data.TensorDataset(torch.from_numpy(X).unsqueeze(1), torch.zeros(24))
-    kw = {"model": "vgg4", "max_epochs": 1, "batch_size": 8, "augment": "default"}
+    kw = {"model": SmallCNN, "max_epochs": 1, "batch_size": 8, "augment": "default"}
     a = _clf(**kw).fit(dataset, y)
     b = _clf(**kw).fit(X, y)
     np.testing.assert_allclose(a.predict_proba(dataset), b.predict_proba(X), atol=1e-5)

@@ -102,7 +102,7 @@ def test_estimator_value_error_is_one_line(capsys, tmp_path):
     np.save(tmp_path / "X.npy", X)
     argv = ["fit", str(tmp_path / "X.npy"), "--n-clusters", "3", "--no-standardize", "--quiet"]
     assert main(argv) == 1
-    _assert_one_line_error(capsys, "NaN")
+    _assert_one_line_error(capsys, "1 row(s) contain NaN or infinite values", "row 0")
 
 
 def test_traceback_flag_reraises(tmp_path):
@@ -242,3 +242,8 @@ def test_bench_script_usage_error_passes_status(tmp_path, capsys):
     if not (REPO / "benchmarks" / "fig1_collision_vs_shannon.py").is_file():
         pytest.skip("no benchmarks/ folder (installed copy)")
     assert main(["bench", "fig1", "--no-such-option"]) == 2
+
+
+def test_long_messages_are_cut_to_the_first_sentences():
+    text = cli._one_line(ValueError("First sentence. " + "More advice here. " * 40))
+    assert text.startswith("First sentence.") and len(text) <= 300

@@ -130,3 +130,30 @@ def test_readme_splice_copies_tables_and_is_idempotent(tmp_path):
     assert update_readme.splice(once, section) == once
     with pytest.raises(ValueError, match="markers"):
         update_readme.splice("no markers", section)
+
+
+docstring_fixes = _load(DOCS / "_ext" / "docstring_fixes.py", "docstring_fixes")
+
+
+def test_docstring_fixes_join_continuations_and_escape_underscores():
+    lines = [
+        "model : {'linear', 'mlp'}, callable, \\",
+        "default='linear'",
+        "    The model; see ``labels_`` and :attr:`labels_`.",
+        "feature_names_in_ : ndarray of shape (n_features_in_,)",
+        "",
+        ">>> est.labels_",
+        "array([0, 1])",
+        "",
+        "Example::",
+        "",
+        "    est.cluster_sizes_",
+    ]
+    fixed = docstring_fixes.fix_lines(lines)
+    assert fixed[0] == "model : {'linear', 'mlp'}, callable, default='linear'"
+    assert fixed[1] == "    The model; see ``labels_`` and :attr:`labels_`."
+    assert fixed[2] == r"feature_names_in\_ : ndarray of shape (n_features_in\_,)"
+    assert fixed[4:6] == [">>> est.labels_", "array([0, 1])"]
+    assert fixed[-1] == "    est.cluster_sizes_"
+    assert "Unknown target name" in _rst_problems(lines[3])
+    assert _rst_problems(fixed[2]) == ""

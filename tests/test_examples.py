@@ -9,6 +9,9 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
+# Quick mode trains for a few epochs on purpose; the estimators rightly warn about it.
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
 # example -> strings its quick run must print
 EXPECTED = {
     "fixed_features_pipeline.py": ["CollisionClustering: accuracy", "KMeans: accuracy"],
@@ -17,6 +20,7 @@ EXPECTED = {
     "noisy_labels.py": ["collision", "Shannon", "0.5"],
     "resnet50_features.py": ["features: (60, 2048)", "RANDOM weights", "accuracy"],
     "deep_mnist.py": ["VGG-4 on 256 MNIST images: accuracy"],
+    "solver_convergence.py": ["EM:", "PGD, Armijo steps:", "plot saved to"],
 }
 NEEDS_DATA = {"deep_mnist.py": "mnist70k.npz"}
 
@@ -32,7 +36,7 @@ def test_example_has_a_docstring_header(name):
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_example_runs_quick(name, monkeypatch, capsys):
+def test_example_runs_quick(name, monkeypatch, capsys, tmp_path):
     if name in NEEDS_DATA:
         from skcce.datasets import find_data_file
 
@@ -40,6 +44,7 @@ def test_example_runs_quick(name, monkeypatch, capsys):
             pytest.skip(f"{NEEDS_DATA[name]} not found (set SKCCE_DATA to its folder)")
     monkeypatch.setenv("SKCCE_QUICK", "1")
     monkeypatch.delenv("SKCCE_RESNET50_WEIGHTS", raising=False)
+    monkeypatch.chdir(tmp_path)  # anything an example saves lands here
     monkeypatch.setattr(sys, "argv", [str(EXAMPLES / name), "--quick"])
     try:
         runpy.run_path(str(EXAMPLES / name), run_name="__main__")
