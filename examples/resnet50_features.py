@@ -22,7 +22,9 @@ Run::
     python examples/resnet50_features.py [--quick]
 
 ``--quick`` (or ``SKCCE_QUICK=1``) uses 60 images at 64x64 and a few epochs.
-On a CPU the full run (all 1,797 digits at 224x224) takes a few minutes.
+The full run extracts features of all 1,797 digits at 112x112 (the digits
+are 8x8, so nothing is lost against the usual 224x224), a few minutes on a
+CPU.
 """
 
 import os
@@ -63,7 +65,8 @@ def main():
     y = digits.target
     if QUICK:
         images, y = images[:60], y[:60]
-    feats, source = extract(images, size=64 if QUICK else 224)
+    # The digits are 8x8 pixels, so 112x112 inputs lose nothing and cost a quarter of 224x224.
+    feats, source = extract(images, size=64 if QUICK else 112)
     print(f"features: {feats.shape} from {source}")
     n_clusters = 10
     cce = make_pipeline(StandardScaler(), CollisionClustering(

@@ -24,16 +24,17 @@ corresponds to ``lam = 100 / 250 = 0.4`` here.
 import numpy as np
 from numba import njit, prange
 
-_JIT = {"cache": True, "error_model": "numpy"}
+# reassoc/contract/arcp/nsz let LLVM vectorise reductions and divisions; no
+# nnan/ninf, so infinities keep their meaning. Every kernel gets the same flags:
+# LLVM does not inline across functions with different floating-point flags.
+_FAST = {"reassoc", "contract", "arcp", "nsz"}
+_JIT = {"cache": True, "error_model": "numpy", "fastmath": _FAST}
 _NEWTON_MAX_ITER = 100
 _EPS = 2.220446049250313e-16
 _FLOOR = 1e-200
 
 
-_FAST = {"reassoc", "contract", "arcp", "nsz"}
-
-
-@njit(fastmath=_FAST, **_JIT)
+@njit(**_JIT)
 def _delta_sum_all(sigma, a, ref, big_a, delta, out):
     """Sum of y_k and its derivative in delta form, every a_k > 0.
 
@@ -74,13 +75,12 @@ def _delta_sum_masked(sigma, a, ref, big_a, delta, out):
     return h, hp
 
 
-@njit(fastmath=_FAST, **_JIT)
+@njit(**_JIT)
 def _lemma1_delta(sigma, a, big_a, ref):
     """Lemma 1's left end point in delta form: smallest delta with all y_k <= 1.
 
-    Classes with ``a_k = 0`` or ``sigma_k = 0`` give ``-inf`` or a negative
-    candidate and never attain the maximum (the class holding ``ref`` gives
-    ``a_ref > 0``).
+    Classes with ``a_k = 0`` are skipped, ``sigma_k = 0`` gives ``-inf``; the
+    class holding ``ref`` gives ``a_ref > 0``, so the result is positive.
     """
     lo = 0.0
     one_a = 1.0 + big_a
@@ -112,38 +112,65 @@ def _newton(sigma, a, big_a, ref, all_pos, out, delta_init):
     functions of delta) and exactly linear when one class dominates, so it
     needs fewer steps than Newton on ``h``; from the left end point the
     iterates still increase monotonically to the root.
-    A warm start ``delta_init`` inside the bracket is used when given (EM
-    passes the previous iteration's value); a step that leaves the bracket
-    is replaced by bisection. Returns the solution's ``delta`` and
+    A positive warm start ``delta_init`` (EM passes the previous iteration's
+    value), clipped to ``A``, replaces the cold start; a step that leaves the
+    bracket is replaced by bisection. Returns the solution's ``delta`` and
     ``sum_k y_k`` there (1 up to 1e-12); ``out`` holds the unnormalised y.
     """
-    hi = big_a
-    if delta_init > 0.0 and delta_init < hi:
-        # h(0+) = +inf >= 1, so 0 is a valid left end of the bracket.
-        lo = 0.0
-        delta = delta_init
+    if delta_init > 0.0:
+        # h(0+) = +inf >= 1, so 0 is a valid left end of the bracket; a start
+        # at or right of the root is fine too (one step lands left of it).
+        lo, delta = 0.0, min(delta_init, big_a)
     else:
         lo = _lemma1_delta(sigma, a, big_a, ref)
         delta = lo
+    if all_pos:
+        return _newton_all(sigma, a, big_a, ref, out, lo, delta)
+    return _newton_masked(sigma, a, big_a, ref, out, lo, delta)
+
+
+@njit(**_JIT)
+def _newton_update(h, hp, delta, lo, hi):
+    """Safeguarded Newton step on 1/h; returns (new delta, lo, hi, stop)."""
+    if h > 0.0:
+        lo = delta
+    else:
+        hi = delta
+    new = delta - h * (1.0 + h) / hp if hp < 0.0 else 0.5 * (lo + hi)
+    if not (new > lo and new < hi):
+        new = 0.5 * (lo + hi)
+    return new, lo, hi, abs(new - delta) <= 4.0 * _EPS * delta
+
+
+@njit(**_JIT)
+def _newton_all(sigma, a, big_a, ref, out, lo, delta):
+    """:func:`_newton` when every a_k > 0 (kept apart: it is the hot loop)."""
+    hi = big_a
     h = 0.0
     for _ in range(_NEWTON_MAX_ITER):
-        if all_pos:
-            h, hp = _delta_sum_all(sigma, a, ref, big_a, delta, out)
-        else:
-            h, hp = _delta_sum_masked(sigma, a, ref, big_a, delta, out)
+        h, hp = _delta_sum_all(sigma, a, ref, big_a, delta, out)
         h -= 1.0
         if abs(h) <= 1e-12:
             break
-        if h > 0.0:
-            lo = delta
-        else:
-            hi = delta
-        new = delta - h * (1.0 + h) / hp if hp < 0.0 else 0.5 * (lo + hi)
-        if not (new > lo and new < hi):
-            new = 0.5 * (lo + hi)
-        if abs(new - delta) <= 4.0 * _EPS * delta:
+        delta, lo, hi, stop = _newton_update(h, hp, delta, lo, hi)
+        if stop:
             break
-        delta = new
+    return delta, 1.0 + h
+
+
+@njit(**_JIT)
+def _newton_masked(sigma, a, big_a, ref, out, lo, delta):
+    """:func:`_newton` skipping classes with a_k = 0."""
+    hi = big_a
+    h = 0.0
+    for _ in range(_NEWTON_MAX_ITER):
+        h, hp = _delta_sum_masked(sigma, a, ref, big_a, delta, out)
+        h -= 1.0
+        if abs(h) <= 1e-12:
+            break
+        delta, lo, hi, stop = _newton_update(h, hp, delta, lo, hi)
+        if stop:
+            break
     return delta, 1.0 + h
 
 
@@ -191,7 +218,7 @@ def _mstep(sigma, a, out, delta_init):
     return _mstep_general(sigma, a, out, delta_init)
 
 
-@njit(fastmath=_FAST, **_JIT)
+@njit(**_JIT)
 def _scan(sigma, a):
     big_a = 0.0
     smax = 0.0
@@ -251,55 +278,46 @@ def _mstep_general(sigma, a, out, delta_init):
     return _interior_mstep(sigma, a, big_a, ref, c < 0, out, delta_init)
 
 
-@njit(fastmath=_FAST, **_JIT)
-def _estep_row(sigma, y_old, coef, a):
-    s = 0.0
+@njit(**_JIT)
+def _estep_row(sigma, y_old, inv_s, coef, a):
+    """E-step weights ``a_k = coef_k y_k``, their sum, and ``max_k(sigma_k/s + coef_k)``."""
     big_a = 0.0
-    for k in range(sigma.shape[0]):
-        yk = float(y_old[k])
-        s += float(sigma[k]) * yk
-        a[k] = coef[k] * yk
-        big_a += a[k]
-    return s, big_a
-
-
-@njit(fastmath=_FAST, **_JIT)
-def _gmax_row(sigma, coef, inv_s):
     gmax = -np.inf
     for k in range(sigma.shape[0]):
+        a[k] = coef[k] * float(y_old[k])
+        big_a += a[k]
         gmax = max(gmax, float(sigma[k]) * inv_s + coef[k])
-    return gmax
+    return big_a, gmax
 
 
 @njit(**_JIT)
-def _em_row(sigma, y_old, coef, a, y_new, delta_init, smax, all_pos, acc):
+def _em_row(sigma, y_old, s_old, coef, a, y_new, delta_init, smax, all_pos, acc):
     """Fused per-point work of one EM iteration.
 
     Builds ``a_k = coef_k * y_old_k`` (E-step folded in, ``coef_k = lam M u_k /
-    colsum_k``), returns the point's Frank-Wolfe gap term of ``y_old`` times M,
-    ``max_k(sigma_k / s + coef_k) - 1 - A`` with ``s = sigma . y_old``, writes
-    the M-step solution into ``y_new`` (floored, see
-    :func:`_floor_accumulate`) and adds it to ``acc``; also returns the
-    M-step's ``delta`` for the next iteration's warm start. ``all_pos`` says
-    that every ``coef_k > 0``, so (iterates being positive) every a_k > 0 and
-    the interior Newton solve applies directly with ``ref = smax``.
+    colsum_k``) and the point's Frank-Wolfe gap term of ``y_old`` times M,
+    ``max_k(sigma_k / s + coef_k) - 1 - A`` with ``s = sigma . y_old``
+    (``s_old``, kept from the step that produced ``y_old``); writes the M-step
+    solution into ``y_new`` (floored, see :func:`_floor_accumulate`) and adds
+    it to ``acc``. Returns the gap term, the M-step's ``delta`` (next warm
+    start) and ``sigma . y_new``. ``all_pos`` says that every ``coef_k > 0``,
+    so (iterates being positive) every a_k > 0 and the interior Newton solve
+    applies directly with ``ref = smax``.
     """
-    s, big_a = _estep_row(sigma, y_old, coef, a)
-    if s > 0.0:
-        gap = _gmax_row(sigma, coef, 1.0 / s) - 1.0 - big_a
-    else:
-        gap = np.inf
+    inv_s = 1.0 / s_old if s_old > 0.0 else 0.0
+    big_a, gmax = _estep_row(sigma, y_old, inv_s, coef, a)
+    gap = gmax - 1.0 - big_a if s_old > 0.0 else np.inf
     if all_pos and smax > 0.0 and big_a > 0.0:
         delta, total = _newton(sigma, a, big_a, smax, True, y_new, delta_init)
-        _floor_accumulate(y_new, 1.0 / total, acc)
+        s_new = _floor_accumulate(y_new, 1.0 / total, acc, sigma)
     else:
         delta = _mstep(sigma, a, y_new, delta_init)
-        _floor_accumulate(y_new, 1.0, acc)
-    return gap, delta
+        s_new = _floor_accumulate(y_new, 1.0, acc, sigma)
+    return gap, delta, s_new
 
 
 @njit(**_JIT)
-def _em_chunk(sigma, y_old, coef, y_new, delta, smax, start, stop, col_part, c):
+def _em_chunk(sigma, y_old, s_old, coef, y_new, s_new, delta, smax, start, stop, col_part, c):
     a = np.empty(sigma.shape[1])
     all_pos = True
     for k in range(coef.shape[0]):
@@ -307,35 +325,51 @@ def _em_chunk(sigma, y_old, coef, y_new, delta, smax, start, stop, col_part, c):
             all_pos = False
     gap = 0.0
     for i in range(start, stop):
-        g, delta[i] = _em_row(
-            sigma[i], y_old[i], coef, a, y_new[i], delta[i], smax[i], all_pos, col_part[c]
+        g, delta[i], s_new[i] = _em_row(
+            sigma[i], y_old[i], s_old[i], coef, a, y_new[i], delta[i], smax[i], all_pos,
+            col_part[c],
         )
         gap += g
     return gap
 
 
-@njit(fastmath=_FAST, **_JIT)
-def _floor_accumulate(y_row, scale, acc):
-    """Scale a row, floor it at ``_FLOOR`` and add it to the column sums.
+@njit(**_JIT)
+def _floor_accumulate(y_row, scale, acc, sigma):
+    """Scale a row, floor it at ``_FLOOR``, add it to the column sums; returns ``sigma . y``.
 
     EM shrinks vanishing entries geometrically; flooring keeps them out of
     the subnormal range (slow arithmetic) and keeps every a_k > 0 (Property
     1's positive iterates). The floor's effect on the objective is far below
     the float64 resolution.
     """
+    s = 0.0
     for k in range(y_row.shape[0]):
         v = max(y_row[k] * scale, _FLOOR)
         y_row[k] = v
         acc[k] += v
+        s += float(sigma[k]) * v
+    return s
+
+
+@njit(**_JIT)
+def row_dots(sigma, y, out):
+    """``out_i = sigma_i . y_i``."""
+    for i in range(sigma.shape[0]):
+        s = 0.0
+        for k in range(sigma.shape[1]):
+            s += float(sigma[i, k]) * float(y[i, k])
+        out[i] = s
 
 
 @njit(parallel=True, **_JIT)
-def em_step_parallel(sigma, y_old, coef, y_new, delta, smax, col_part):
+def em_step_parallel(sigma, y_old, s_old, coef, y_new, s_new, delta, smax, col_part):
     """One EM iteration over all points, parallel over chunks of points.
 
     Parameters
     ----------
     sigma, y_old, y_new : 2-D arrays of shape (M, K)
+    s_old, s_new : 1-D float64 arrays of shape (M,)
+        ``sigma_i . y_old_i`` (input) and ``sigma_i . y_new_i`` (output).
     coef : 1-D float64 array of shape (K,)
         ``lam * M * u_k / sum_i y_old_ik``.
     delta : 1-D float64 array of shape (M,)
@@ -357,15 +391,18 @@ def em_step_parallel(sigma, y_old, coef, y_new, delta, smax, col_part):
     for c in prange(n_chunks):
         start = (m * c) // n_chunks
         stop = (m * (c + 1)) // n_chunks
-        gaps[c] = _em_chunk(sigma, y_old, coef, y_new, delta, smax, start, stop, col_part, c)
+        gaps[c] = _em_chunk(
+            sigma, y_old, s_old, coef, y_new, s_new, delta, smax, start, stop, col_part, c
+        )
     return gaps.sum()
 
 
 @njit(**_JIT)
-def em_step_serial(sigma, y_old, coef, y_new, delta, smax, col_part):
+def em_step_serial(sigma, y_old, s_old, coef, y_new, s_new, delta, smax, col_part):
     """Serial twin of :func:`em_step_parallel` (no threading overhead)."""
     col_part[:] = 0.0
-    return _em_chunk(sigma, y_old, coef, y_new, delta, smax, 0, sigma.shape[0], col_part, 0)
+    m = sigma.shape[0]
+    return _em_chunk(sigma, y_old, s_old, coef, y_new, s_new, delta, smax, 0, m, col_part, 0)
 
 
 @njit(**_JIT)
@@ -388,7 +425,7 @@ def em_gap(sigma, y, prior, lam):
     coef = np.empty(n)
     _coef(colsum, prior, lam, m, coef)
     for k in range(n):
-        if prior[k] > 0.0 and colsum[k] <= 0.0:
+        if lam > 0.0 and prior[k] > 0.0 and colsum[k] <= 0.0:
             return np.inf
     total = 0.0
     for i in range(m):
@@ -409,40 +446,39 @@ def em_gap(sigma, y, prior, lam):
 
 
 @njit(**_JIT)
-def _em_apply(sigma, src, dst, colsum, prior, lam, work, parallel):
+def _em_apply(sigma, src, dst, colsum, s_src, s_dst, prior, lam, work, parallel):
     """One EM step ``src -> dst``; ``colsum`` holds the column sums of ``src``
-    on entry and of ``dst`` on exit. Returns the Frank-Wolfe gap of ``src``."""
+    on entry and of ``dst`` on exit, ``s_src``/``s_dst`` the row products with
+    sigma. Returns the Frank-Wolfe gap of ``src``."""
     coef, delta, smax, col_part = work
     m = sigma.shape[0]
     _coef(colsum, prior, lam, m, coef)
     if parallel:
-        gsum = em_step_parallel(sigma, src, coef, dst, delta, smax, col_part)
+        gsum = em_step_parallel(sigma, src, s_src, coef, dst, s_dst, delta, smax, col_part)
     else:
-        gsum = em_step_serial(sigma, src, coef, dst, delta, smax, col_part)
+        gsum = em_step_serial(sigma, src, s_src, coef, dst, s_dst, delta, smax, col_part)
     colsum[:] = 0.0
     for c in range(col_part.shape[0]):
         colsum += col_part[c]
     return max(gsum / m, 0.0)
 
 
-@njit(fastmath=_FAST, **_JIT)
-def _objective_reverse(sigma, y, colsum, prior, lam):
-    """``L(y)`` for collision + reverse KL (``colsum``: column sums of y)."""
-    m, n = sigma.shape
+@njit(**_JIT)
+def _objective_reverse(dots, colsum, prior, lam):
+    """``L(y)`` for collision + reverse KL from ``dots_i = sigma_i . y_i`` and
+    the column sums of y."""
+    m = dots.shape[0]
     data = 0.0
     for i in range(m):
-        s = 0.0
-        for k in range(n):
-            s += float(sigma[i, k]) * y[i, k]
-        data -= np.log(s)
+        data -= np.log(dots[i])
     fair = 0.0
-    for k in range(n):
+    for k in range(colsum.shape[0]):
         if prior[k] > 0.0:
             fair += prior[k] * np.log(prior[k] * m / colsum[k])
     return data / m + lam * fair
 
 
-@njit(fastmath=_FAST, **_JIT)
+@njit(**_JIT)
 def _squarem_norms(y0, y1, y2):
     sr = 0.0
     sv = 0.0
@@ -455,8 +491,8 @@ def _squarem_norms(y0, y1, y2):
     return sr, sv
 
 
-@njit(fastmath=_FAST, **_JIT)
-def _squarem_point(y0, y1, y2, alpha, out, colsum):
+@njit(**_JIT)
+def _squarem_point(y0, y1, y2, alpha, out, colsum, sigma, dots):
     """``y0 - 2 alpha r + alpha^2 v`` kept above ``y2 / 100``, rows renormalised."""
     colsum[:] = 0.0
     for i in range(y0.shape[0]):
@@ -468,16 +504,19 @@ def _squarem_point(y0, y1, y2, alpha, out, colsum):
             out[i, k] = x
             tot += x
         inv = 1.0 / tot
+        s = 0.0
         for k in range(y0.shape[1]):
             out[i, k] *= inv
             colsum[k] += out[i, k]
+            s += float(sigma[i, k]) * out[i, k]
+        dots[i] = s
 
 
 @njit(**_JIT)
-def _squarem_cycle(sigma, bufs, sums, idx, prior, lam):
+def _squarem_cycle(sigma, bufs, sums, dots, idx, prior, lam):
     """Extrapolate from the last three EM iterates (SQUAREM, scheme S3).
 
-    ``idx = (i0, i1, i2, ip)`` index ``bufs``/``sums``. The step length
+    ``idx = (i0, i1, i2, ip)`` index ``bufs``/``sums``/``dots``. The step length
     ``alpha = -|r| / |v|`` (at most -1) is halved towards -1 until the
     extrapolated point's objective is not above that of ``y2``; returns the
     index of the accepted point (``i2`` when extrapolation does not help).
@@ -487,12 +526,12 @@ def _squarem_cycle(sigma, bufs, sums, idx, prior, lam):
     if not sv > 0.0:
         return i2
     alpha = min(-np.sqrt(sr / sv), -1.0)
-    l2 = _objective_reverse(sigma, bufs[i2], sums[i2], prior, lam)
+    l2 = _objective_reverse(dots[i2], sums[i2], prior, lam)
     for _ in range(6):
         if alpha >= -1.0:
             break
-        _squarem_point(bufs[i0], bufs[i1], bufs[i2], alpha, bufs[ip], sums[ip])
-        if _objective_reverse(sigma, bufs[ip], sums[ip], prior, lam) <= l2:
+        _squarem_point(bufs[i0], bufs[i1], bufs[i2], alpha, bufs[ip], sums[ip], sigma, dots[ip])
+        if _objective_reverse(dots[ip], sums[ip], prior, lam) <= l2:
             return ip
         alpha = 0.5 * (alpha - 1.0)
     return i2
@@ -526,13 +565,15 @@ def em_run(sigma, y, prior, lam, max_iter, tol, parallel, n_chunks, accelerate):
     n_buf = 4 if accelerate else 2
     bufs = np.empty((n_buf, m, n))
     sums = np.zeros((n_buf, n))
+    dots = np.empty((n_buf, m))
     bufs[0] = y
     for i in range(m):
         sums[0] += y[i]
+    row_dots(sigma, y, dots[0])
     a0, a1, a2, ap = 0, 1, 2, 3
     n_iter, converged, gap = 0, False, np.inf
     while n_iter < max_iter:
-        gap = _em_from(sigma, bufs, sums, a0, a1, prior, lam, work, parallel)
+        gap = _em_from(sigma, bufs, sums, dots, a0, a1, prior, lam, work, parallel)
         if tol > 0.0 and gap <= tol:
             converged = True
             break
@@ -540,13 +581,13 @@ def em_run(sigma, y, prior, lam, max_iter, tol, parallel, n_chunks, accelerate):
         if not accelerate or n_iter >= max_iter:
             a0, a1 = a1, a0
             continue
-        gap = _em_from(sigma, bufs, sums, a1, a2, prior, lam, work, parallel)
+        gap = _em_from(sigma, bufs, sums, dots, a1, a2, prior, lam, work, parallel)
         if tol > 0.0 and gap <= tol:
             a0, a1 = a1, a0
             converged = True
             break
         n_iter += 1
-        best = _squarem_cycle(sigma, bufs, sums, (a0, a1, a2, ap), prior, lam)
+        best = _squarem_cycle(sigma, bufs, sums, dots, (a0, a1, a2, ap), prior, lam)
         if best == ap:
             a0, ap = ap, a0
         else:
@@ -558,9 +599,11 @@ def em_run(sigma, y, prior, lam, max_iter, tol, parallel, n_chunks, accelerate):
 
 
 @njit(**_JIT)
-def _em_from(sigma, bufs, sums, src, dst, prior, lam, work, parallel):
+def _em_from(sigma, bufs, sums, dots, src, dst, prior, lam, work, parallel):
     sums[dst] = sums[src]
-    return _em_apply(sigma, bufs[src], bufs[dst], sums[dst], prior, lam, work, parallel)
+    return _em_apply(
+        sigma, bufs[src], bufs[dst], sums[dst], dots[src], dots[dst], prior, lam, work, parallel
+    )
 
 
 @njit(**_JIT)

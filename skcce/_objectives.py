@@ -14,6 +14,8 @@ CCE (ours)             :math:`\\overline{H_2(y,\\sigma)}`, y from EM on eq. 11 (
 MI-ADM                 :math:`\\overline{H(y,\\sigma)}`, y soft, forward :math:`KL(\\bar y\\|u)`
 SeLa                   :math:`\\overline{H(y,\\sigma)}`, y hard from Sinkhorn
 MI-GD                  :math:`\\overline{H(\\sigma)} + \\lambda KL(\\bar\\sigma\\|u)` (no y)
+MI-D (IMSAT)           MI-GD plus :math:`KL(\\sigma(x)\\|\\sigma(t(x)))` over augmentations t
+IIC                    :math:`-I(z; z')` of the predictions for two augmentations
 =====================  =========================================================
 """
 
@@ -41,6 +43,9 @@ __all__ = [
     "CrossNeighborObjective",
     "PartialLabelsObjective",
     "NeighborViews",
+    "AugmentedMutualInformationObjective",
+    "InvariantInformationObjective",
+    "iic_loss",
 ]
 
 logger = logging.getLogger(__name__)
@@ -255,3 +260,124 @@ class PartialLabelsObjective(Objective):
 
     def evaluate(self, log_proba):
         return self.inner.evaluate(log_proba)
+
+
+def _augmented_inputs(trainer, batch):
+    """The trainer's augmented copies of a batch (empty list when it has no views hook)."""
+    if trainer.views is None:
+        return []
+    return list(trainer.views(batch, trainer, trainer.generator))
+
+
+def _forward_log_proba(trainer, inputs):
+    logits = trainer.forward(torch.cat(inputs, dim=0)).float()
+    return torch.log_softmax(logits, dim=1).reshape(len(inputs), len(inputs[0]), -1)
+
+
+class AugmentedMutualInformationObjective(Objective):
+    """IMSAT / MI-D (Hu et al. 2017): mutual information plus self-augmentation consistency.
+
+    The loss is :math:`\\overline{H(\\sigma)} + \\lambda KL(\\bar\\sigma\\|u)`
+    (MI-GD, on the clean batch) plus ``sat_weight`` times the self-augmented
+    training term :math:`\\frac1T\\sum_t \\overline{KL(\\sigma(x)\\,\\|\\,\\sigma(t(x)))}`
+    with :math:`\\sigma(x)` held fixed; the T augmented copies come from
+    the trainer's ``views`` hook.  No pseudo-labels.
+
+    Parameters
+    ----------
+    lam : float, default=1.0
+        Fairness weight (1 gives the mutual information).
+    prior : ndarray of shape (K,), default=None
+        Cluster proportions; uniform when None.
+    sat_weight : float, default=1.0
+        Weight of the augmentation-consistency term.
+    """
+
+    def __init__(self, *, lam=1.0, prior=None, sat_weight=1.0):
+        self.lam = float(lam)
+        self.prior = None if prior is None else np.asarray(prior, dtype=np.float64)
+        self.sat_weight = float(sat_weight)
+
+    def _mi(self, log_proba):
+        prior = None if self.prior is None else torch.as_tensor(self.prior, dtype=torch.float32)
+        return mutual_information_loss(log_proba, prior, self.lam)
+
+    def __call__(self, trainer, batch) -> StepOutput:
+        lp = _forward_log_proba(trainer, [batch.x] + _augmented_inputs(trainer, batch))
+        clean = lp[0]
+        loss = self._mi(clean)
+        if lp.shape[0] > 1:
+            target = clean.detach()
+            sat = (target.exp() * (target - lp[1:])).sum(dim=2).mean()
+            loss = loss + self.sat_weight * sat
+        return StepOutput(loss=loss, value=float(loss.detach()), log_proba=clean.detach())
+
+    def batch_loss(self, log_proba):
+        loss = self._mi(log_proba)
+        return loss, float(loss.detach()), None
+
+
+def iic_loss(log_p1, log_p2, lam=1.0, eps=1e-8):
+    """Negative mutual information between the cluster ids of two views (IIC, Ji et al. 2019).
+
+    :math:`P = \\mathrm{sym}(\\frac1n\\sum_i \\sigma(x_i)\\sigma(x'_i)^\\top)` is the
+    joint distribution of the two predictions; the loss is
+    :math:`-\\sum_{jk} P_{jk}(\\ln P_{jk} - \\lambda\\ln P_j - \\lambda\\ln P_k)`.
+
+    Parameters
+    ----------
+    log_p1, log_p2 : torch.Tensor of shape (n, K)
+        Log-probabilities of the two views.
+    lam : float, default=1.0
+        Weight of the marginal entropies (1 is the mutual information).
+    eps : float, default=1e-8
+        Floor of the joint's entries before the log.
+
+    Returns
+    -------
+    loss : torch.Tensor
+        A scalar (:math:`\\ge -\\ln K` for ``lam=1``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcce._objectives import iic_loss
+    >>> lp = torch.log(torch.eye(2).repeat(5, 1) * 0.98 + 0.01)
+    >>> round(float(iic_loss(lp, lp)), 2)  # two confident, balanced, agreeing views: -ln 2
+    -0.6
+    """
+    p = (log_p1.exp().T @ log_p2.exp()) / log_p1.shape[0]
+    p = ((p + p.T) / 2).clamp_min(eps)
+    p = p / p.sum()
+    pi, pj = p.sum(dim=1, keepdim=True), p.sum(dim=0, keepdim=True)
+    return -(p * (p.log() - lam * pi.log() - lam * pj.log())).sum()
+
+
+class InvariantInformationObjective(Objective):
+    """IIC (Ji et al. 2019): maximize the mutual information between two views' predictions.
+
+    The two views are the first two augmented copies from the trainer's
+    ``views`` hook, or the clean batch and one copy when the hook gives one
+    (the batch twice without augmentation).  No pseudo-labels.
+
+    Parameters
+    ----------
+    lam : float, default=1.0
+        Weight of the marginal entropies in :func:`iic_loss`.
+    """
+
+    def __init__(self, *, lam=1.0):
+        self.lam = float(lam)
+        self.prior = None
+
+    def __call__(self, trainer, batch) -> StepOutput:
+        views = _augmented_inputs(trainer, batch)
+        inputs = views[:2] if len(views) >= 2 else [batch.x] + (views or [batch.x])
+        lp = _forward_log_proba(trainer, inputs)
+        loss = iic_loss(lp[0], lp[1], self.lam)
+        mean = torch.logsumexp(lp.detach(), dim=0) - np.log(2)
+        return StepOutput(loss=loss, value=float(loss.detach()), log_proba=mean)
+
+    def batch_loss(self, log_proba):
+        loss = iic_loss(log_proba, log_proba, self.lam)
+        return loss, float(loss.detach()), None

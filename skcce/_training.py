@@ -281,6 +281,8 @@ class Trainer:
         self.verbose = verbose
         self.optimizer_state = optimizer_state
         self.source = None
+        # bf16 autocast on CUDA devices that support it (set by the estimators for conv nets)
+        self.autocast_dtype = None
         self.stop_training = False
         self.history = []
         self._good_state = None
@@ -320,7 +322,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ forward
     def forward(self, x):
-        """Logits of the model for a batch of inputs (autocast and the like go here)."""
+        """Logits of the model for a batch of inputs (under autocast when ``autocast_dtype``)."""
+        if self.autocast_dtype is not None:
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                return self.model(x)
         return self.model(x)
 
     def log_proba(self, batch, views=True):

@@ -19,6 +19,7 @@ import numbers
 
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array
 
 __all__ = ["knn_indices"]
@@ -45,7 +46,19 @@ def _drop_self(indices, rows):
     return indices[~is_self].reshape(n_rows, k_plus_one - 1)
 
 
-def _check_params(n_samples, n_neighbors, metric, batch_size):
+def _exact_knn(X, n_neighbors, batch_size, n_jobs):
+    """Exact neighbours of every row among all rows, queried in chunks. No input validation."""
+    n_samples = X.shape[0]
+    nn = NearestNeighbors(n_neighbors=n_neighbors + 1, n_jobs=n_jobs).fit(X)
+    out = np.empty((n_samples, n_neighbors), dtype=np.intp)
+    for start in range(0, n_samples, batch_size):
+        stop = min(start + batch_size, n_samples)
+        indices = nn.kneighbors(X[start:stop], return_distance=False)
+        out[start:stop] = _drop_self(indices, np.arange(start, stop))
+    return out
+
+
+def _check_params(n_samples, n_neighbors, metric, batch_size, block_size):
     if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral):
         raise ValueError(f"n_neighbors must be an int, got {n_neighbors!r}")
     if n_neighbors < 1:
@@ -57,13 +70,17 @@ def _check_params(n_samples, n_neighbors, metric, batch_size):
         )
     if metric not in _METRICS:
         raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
-        raise ValueError(f"batch_size must be an int, got {batch_size!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for name, value in (("batch_size", batch_size), ("block_size", block_size)):
+        if value is None and name == "block_size":
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"{name} must be an int, got {value!r}")
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
 
 
-def knn_indices(X, n_neighbors, *, metric="euclidean", batch_size=4096, n_jobs=None):
+def knn_indices(X, n_neighbors, *, metric="euclidean", batch_size=4096, block_size=None,
+                random_state=None, n_jobs=None):
     """Indices of each point's nearest neighbours, the point itself excluded.
 
     Parameters
@@ -79,6 +96,15 @@ def knn_indices(X, n_neighbors, *, metric="euclidean", batch_size=4096, n_jobs=N
     batch_size : int, default=4096
         Number of query rows per chunk. Memory besides the result is about
         ``batch_size * n_samples`` distances for brute-force search.
+    block_size : int, default=None
+        None searches all rows (exact, O(n_samples**2) distances). An int
+        smaller than ``n_samples`` splits the rows at random into
+        ``ceil(n_samples / block_size)`` blocks of equal size and searches
+        each row's neighbours within its own block only: approximate
+        neighbours (a random subsample of the data is less dense), in
+        O(n_samples * block_size) time.
+    random_state : int, RandomState instance or None, default=None
+        Draws the blocks; unused when all rows are searched.
     n_jobs : int, default=None
         Parallel jobs for :class:`~sklearn.neighbors.NearestNeighbors`
         (``None`` means 1 unless in a joblib context).
@@ -103,17 +129,24 @@ def knn_indices(X, n_neighbors, *, metric="euclidean", batch_size=4096, n_jobs=N
     [1, 0, 3, 2]
     >>> knn_indices(X, 2).tolist()
     [[1, 2], [0, 2], [3, 1], [2, 1]]
+    >>> knn_indices(np.arange(40.0)[:, None], 3, block_size=20, random_state=0).shape
+    (40, 3)
     """
     X = check_array(X, dtype=[np.float64, np.float32], ensure_min_samples=2)
     n_samples = X.shape[0]
-    _check_params(n_samples, n_neighbors, metric, batch_size)
+    _check_params(n_samples, n_neighbors, metric, batch_size, block_size)
     if metric == "cosine":
         norms = np.linalg.norm(X, axis=1, keepdims=True)
         X = X / np.where(norms > 0, norms, 1).astype(X.dtype, copy=False)
-    nn = NearestNeighbors(n_neighbors=n_neighbors + 1, n_jobs=n_jobs).fit(X)
+    if block_size is None or block_size >= n_samples:
+        return _exact_knn(X, n_neighbors, batch_size, n_jobs)
+    n_blocks = -(-n_samples // block_size)
+    if n_samples // n_blocks <= n_neighbors:
+        raise ValueError(
+            f"block_size={block_size} gives blocks of {n_samples // n_blocks} rows, too few "
+            f"for n_neighbors={n_neighbors}")
+    perm = check_random_state(random_state).permutation(n_samples)
     out = np.empty((n_samples, n_neighbors), dtype=np.intp)
-    for start in range(0, n_samples, batch_size):
-        stop = min(start + batch_size, n_samples)
-        indices = nn.kneighbors(X[start:stop], return_distance=False)
-        out[start:stop] = _drop_self(indices, np.arange(start, stop))
+    for rows in np.array_split(perm, n_blocks):
+        out[rows] = rows[_exact_knn(X[rows], n_neighbors, batch_size, n_jobs)]
     return out

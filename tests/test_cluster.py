@@ -98,12 +98,12 @@ def test_float32_stays_float32_without_copy(blobs, monkeypatch):
 
 @pytest.mark.parametrize("kw", [
     dict(),
-    dict(fairness="forward"),
-    dict(loss="shannon", fairness="forward"),
-    dict(loss="shannon", solver="sinkhorn"),
-    dict(loss="mutual_information", lam=1.0),
+    dict(augment=None),
+    dict(augment=None, fairness="forward"),
+    dict(augment=None, loss="shannon", fairness="forward"),
+    dict(augment=None, loss="shannon", solver="sinkhorn"),
+    dict(augment=None, loss="mutual_information", lam=1.0),
     dict(augment="neighbors", n_neighbors=3),
-    dict(augment="cross_neighbors", n_neighbors=3),
     dict(model="mlp", model_params={"hidden_layer_sizes": (16,)}, lr=0.01),
 ])
 def test_methods_cluster_easy_blobs(blobs, kw):
@@ -193,6 +193,12 @@ def test_keyboard_interrupt_keeps_model(blobs, monkeypatch):
     assert np.all(np.isfinite(proba)) and est.labels_.shape == (240,)
 
 
+def test_cross_neighbors_rejects_mutual_information():
+    with pytest.raises(ValueError, match="cross_neighbors"):
+        _est(loss="mutual_information").fit(np.eye(4))
+    assert _est(loss="mutual_information", augment=None, n_clusters=2).fit(np.eye(4)).n_iter_ > 0
+
+
 def test_collapse_warning():
     X = np.zeros((30, 2))
     with pytest.warns(ConvergenceWarning, match="collapse"):
@@ -271,12 +277,13 @@ def test_clone_pickle_joblib_and_device_switch(blobs, tmp_path):
 
 def test_pipeline_and_grid_search(digits):
     X, y = digits
-    X, y = X[:600], y[:600]
+    X, y = X[:400], y[:400]
     pipe = make_pipeline(StandardScaler(), PCA(n_components=20, random_state=0),
                          CollisionClustering(n_clusters=10, max_epochs=5, lr=0.01,
                                              device="cpu", random_state=0))
     labels = pipe.fit_predict(X)
-    assert labels.shape == (600,) and np.array_equal(labels, pipe.predict(X))
+    # PCA's fit_transform and transform differ in the last bits: allow rare argmax flips
+    assert labels.shape == (400,) and np.mean(labels == pipe.predict(X)) > 0.98
     search = GridSearchCV(pipe, {"collisionclustering__lam": [0.1, 1.0]}, cv=2,
                           scoring=hungarian_accuracy_scorer, n_jobs=2)
     search.fit(X, y)
@@ -289,5 +296,5 @@ def test_digits_default_comparable_to_kmeans(digits):
     est = CollisionClustering(n_clusters=10, random_state=0, device="cpu").fit(X)
     acc = clustering_accuracy(y, est.labels_)
     km = clustering_accuracy(y, KMeans(10, n_init=10, random_state=0).fit_predict(X))
-    assert acc > 0.3  # chance is ~0.1; the largest class alone is ~0.1
-    assert acc > km - 0.1, (acc, km)
+    assert acc > 0.5  # chance is ~0.1; the largest class alone is ~0.1
+    assert acc >= km - 0.02, (acc, km)

@@ -91,9 +91,9 @@ def _vgg(**kw):
 
 
 def test_vgg4_model_fits_images():
-    X, _ = _digits(n=16)
-    est = _vgg(model="vgg4").fit(X)
-    assert est.labels_.shape == (16,)
+    X, _ = _digits(n=8)
+    est = _vgg(model="vgg4", augment=None).fit(X)
+    assert est.labels_.shape == (8,)
     assert sum(isinstance(m, torch.nn.Conv2d) for m in est.model_.modules()) == 4
 
 
@@ -124,6 +124,25 @@ def test_baselines_run_through_the_same_loop(loss):
     assert est.predict(X).shape == (24,)
 
 
+def test_default_augment_on_images_is_self_augmentation(monkeypatch):
+    from skcce import augment
+
+    calls = []
+    original = augment.SelfAugment.forward
+
+    def counting(self, x, generator=None):
+        calls.append(tuple(x.shape))
+        return original(self, x, generator)
+
+    monkeypatch.setattr(augment.SelfAugment, "forward", counting)
+    X, _ = _digits(n=16)
+    kw = {"model": SmallCNN, "batch_size": 8, "max_epochs": 1, "tol": None, "random_state": 0}
+    est = CollisionClustering(2, **kw)  # augment left at its default
+    assert est.augment == "cross_neighbors"
+    est.fit(X)  # neighbours of pixels are not used: the default image transforms are
+    assert calls == [(8, 1, 28, 28)] * 4  # 2 batches x n_augment=2
+
+
 def test_custom_augment_callable_and_n_augment():
     X, _ = _digits()
     shapes = []
@@ -137,18 +156,15 @@ def test_custom_augment_callable_and_n_augment():
 
 
 def test_weak_supervision_on_images():
-    X, y = _digits(n=32)
+    X, y = _digits(n=16)
     partial = y.copy()
     partial[::4] = -1  # a quarter unlabeled
-    est = _vgg(max_epochs=10, augment=None, lr=1e-2).fit(X, partial)
+    est = _vgg(max_epochs=6, augment=None, lr=1e-2).fit(X, partial)
     # cluster ids follow label ids: plain accuracy, no matching
     assert np.mean(est.predict(X) == y) > 0.9
 
 
 def test_image_option_errors():
-    X, _ = _digits()
-    with pytest.raises(ValueError, match="feature vectors; for images"):
-        _vgg(augment="neighbors").fit(X)
     features = np.random.default_rng(0).normal(size=(30, 4))
     with pytest.raises(ValueError, match="transforms images"):
         CollisionClustering(2, augment="default").fit(features)
@@ -196,3 +212,16 @@ def test_iic_loss_hand_cases():
     uniform = torch.full((12, k), -np.log(k))
     # independent (uniform) predictions share no information
     assert float(iic_loss(uniform, uniform)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_augmentation_baselines_on_feature_vectors_use_neighbours():
+    from skcce.metrics import clustering_accuracy
+
+    X, y = make_blobs(n_samples=150, centers=3, cluster_std=0.5, random_state=0)
+    kw = {"lr": 0.05, "max_epochs": 15, "tol": None, "random_state": 0}
+    # augment='cross_neighbors' (the default) gives neighbour views; lam=1 is the MI
+    imsat = CollisionClustering(3, loss="imsat", lam=1.0, **kw)
+    assert clustering_accuracy(y, imsat.fit_predict(X)) > 0.9
+    iic = CollisionClustering(3, loss="iic", **kw).fit(X)
+    # IIC maximizes I(z; z') <= ln 3: the loss falls towards -ln 3
+    assert iic.loss_curve_[-1] < iic.loss_curve_[0] and iic.loss_curve_[-1] > -np.log(3) - 1e-4

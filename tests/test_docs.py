@@ -157,3 +157,10 @@ def test_docstring_fixes_join_continuations_and_escape_underscores():
     assert fixed[-1] == "    est.cluster_sizes_"
     assert "Unknown target name" in _rst_problems(lines[3])
     assert _rst_problems(fixed[2]) == ""
+
+
+def test_first_table_after_a_heading():
+    md = "# R\n\n| a |\n|---|\n| 1 |\n\n## Speedup at K\n\n| b |\n|---|\n| 2 |\n"
+    assert update_readme.first_table(md) == ["| a |", "|---|", "| 1 |"]
+    assert update_readme.first_table(md, "Speedup") == ["| b |", "|---|", "| 2 |"]
+    assert update_readme.first_table(md, "absent") == ["| a |", "|---|", "| 1 |"]

@@ -19,7 +19,7 @@ EXPECTED = {
     "weak_supervision.py": ["only seeds", "+ CCE"],
     "noisy_labels.py": ["collision", "Shannon", "0.5"],
     "resnet50_features.py": ["features: (60, 2048)", "RANDOM weights", "accuracy"],
-    "deep_mnist.py": ["VGG-4 on 256 MNIST images: accuracy"],
+    "deep_mnist.py": ["VGG-4 on 64 MNIST images: accuracy"],
     "solver_convergence.py": ["EM:", "PGD, Armijo steps:", "plot saved to"],
 }
 NEEDS_DATA = {"deep_mnist.py": "mnist70k.npz"}

@@ -99,3 +99,28 @@ def test_bad_input():
         knn_indices(X, 2)
     with pytest.raises(ValueError, match="2D array"):
         knn_indices(np.arange(10.0), 2)
+
+
+def test_blocks_search_within_random_blocks():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(101, 3))
+    got = knn_indices(X, 4, block_size=30, random_state=0)
+    assert got.shape == (101, 4)
+    assert not (got == np.arange(101)[:, None]).any()
+    # 4 blocks of 25-26 rows: each row's neighbours share its block, and within the
+    # block they are the exact nearest ones.
+    blocks = np.array_split(np.random.RandomState(0).permutation(101), 4)
+    for rows in blocks:
+        assert set(got[rows].ravel()) <= set(rows.tolist())
+        np.testing.assert_array_equal(got[rows], rows[_reference(X[rows], 4)])
+    np.testing.assert_array_equal(got, knn_indices(X, 4, block_size=30, random_state=0))
+    # A block as large as the data is the exact search.
+    np.testing.assert_array_equal(knn_indices(X, 4, block_size=101), _reference(X, 4))
+
+
+def test_blocks_too_small():
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    with pytest.raises(ValueError, match="too few"):
+        knn_indices(X, 5, block_size=4)
+    with pytest.raises(ValueError, match="block_size must be >= 1"):
+        knn_indices(X, 2, block_size=0)

@@ -240,9 +240,10 @@ def test_em_kernels_float32_match_float64():
     for dtype in (np.float64, np.float32):
         y_new = np.empty((40, 6), dtype=dtype)
         col = np.zeros((1, 6))
+        s_new = np.empty(40)
         gap = _kernels.em_step_serial(
-            proba.astype(dtype), y0.astype(dtype), coef, y_new, np.full(40, -1.0),
-            proba.max(axis=1), col,
+            proba.astype(dtype), y0.astype(dtype), np.einsum("ik,ik->i", proba, y0), coef,
+            y_new, s_new, np.full(40, -1.0), proba.max(axis=1), col,
         )
         results.append((gap, y_new.astype(np.float64), col[0]))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-4)
@@ -258,7 +259,12 @@ def test_parallel_em_step_matches_serial():
     for step, chunks in ((_kernels.em_step_serial, 1), (_kernels.em_step_parallel, 3)):
         y_new = np.empty_like(proba)
         col = np.zeros((chunks, 5))
-        gap = step(proba, y0, coef, y_new, np.full(37, -1.0), proba.max(axis=1), col)
+        s_old = np.einsum("ik,ik->i", proba, y0)
+        s_new = np.empty(37)
+        gap = step(
+            proba, y0, s_old, coef, y_new, s_new, np.full(37, -1.0), proba.max(axis=1), col
+        )
+        np.testing.assert_allclose(s_new, np.einsum("ik,ik->i", proba, y_new), rtol=1e-12)
         out.append((gap, y_new, col.sum(axis=0)))
     assert out[0][0] == pytest.approx(out[1][0], rel=1e-12)
     np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-12)
@@ -297,12 +303,21 @@ def test_invariants(m, k, lam, seed, zeros, method):
 def test_record_history_is_monotone_for_em():
     rng = np.random.default_rng(11)
     proba = _proba(rng, 100, 6)
-    res = solve_pseudo_labels(proba, 0.4, max_iter=50, tol=0, record_history=True)
+    res = solve_pseudo_labels(
+        proba, 0.4, max_iter=50, tol=0, record_history=True, accelerate=False
+    )
     assert res.n_iter == 50 and len(res.history) == 51
     seconds, objective, gap = map(np.array, zip(*res.history, strict=True))
     assert (np.diff(seconds) >= 0).all()
     assert (np.diff(objective) <= 1e-12).all()
     assert gap[-1] == pytest.approx(res.gap) and gap[-1] < gap[0]
+    # accelerated: one record per two EM steps, same iterates as without history
+    fast = solve_pseudo_labels(proba, 0.4, max_iter=41, tol=0, record_history=True)
+    assert fast.n_iter == 41 and len(fast.history) == 22
+    assert (np.diff([h[1] for h in fast.history]) <= 1e-12).all()
+    plain = solve_pseudo_labels(proba, 0.4, max_iter=40, tol=0)
+    timed = solve_pseudo_labels(proba, 0.4, max_iter=40, tol=0, record_history=True)
+    np.testing.assert_allclose(plain.y, timed.y, rtol=1e-10, atol=1e-14)
     pgd = solve_pseudo_labels(proba, 0.4, method="pgd", max_iter=20, tol=0, record_history=True)
     assert len(pgd.history) == pgd.n_iter + 1 == 21
 
@@ -410,6 +425,12 @@ def test_objective_and_gap_validate_and_compute():
     value = pseudo_label_objective(proba, y, 1.0)
     assert value == pytest.approx(-(np.log(0.9) + np.log(0.8)) / 2)
     assert frank_wolfe_gap(proba, y, 0.0) == 0.0
+    # lam = 0 with an empty cluster: finite (the fairness term is absent, not 0 * inf)
+    both_first = np.array([[1.0, 0.0], [1.0, 0.0]])
+    assert pseudo_label_objective(proba, both_first, 0.0) == pytest.approx(
+        -(np.log(0.9) + np.log(0.2)) / 2
+    )
+    assert np.isfinite(frank_wolfe_gap(proba, both_first, 0.0))
     # an empty cluster under the reverse KL: infinite objective
     assert pseudo_label_objective(proba, np.array([[1.0, 0.0], [1.0, 0.0]]), 1.0) == np.inf
     with pytest.raises(ValueError, match="shape"):
