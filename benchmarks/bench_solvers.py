@@ -67,18 +67,20 @@ def make_proba(m, k, seed=0):
     return p / p.sum(axis=1, keepdims=True)
 
 
-def _median_time(fn, repeats, inner=1):
+def _median_time(fn, repeats, inner=1, clock=time.perf_counter):
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(inner):
             fn()
-        times.append((time.perf_counter() - t0) / inner)
+        times.append((clock() - t0) / inner)
     return float(np.median(times))
 
 
-def em_iteration_cost(proba, repeats, parallel):
-    """Seconds of one plain EM iteration (difference of 21- and 1-iteration runs)."""
+def em_iteration_cost(proba, repeats, parallel, clock=time.perf_counter):
+    """Seconds of one plain EM iteration (difference of 21- and 1-iteration runs).
+
+    None when the difference is not positive (timing noise swamps it)."""
     m, k = proba.shape
     prior = np.full(k, 1.0 / k)
     y0 = 0.999 * proba + 0.001 / k
@@ -89,15 +91,22 @@ def em_iteration_cost(proba, repeats, parallel):
         _kernels.em_run(proba, y, prior, LAM, n, 0.0, parallel, n_chunks, False)
 
     run(2)
-    t1 = _median_time(lambda: run(1), repeats)
-    t21 = _median_time(lambda: run(21), repeats)
-    return max(t21 - t1, 0.0) / 20.0
+    t1 = _median_time(lambda: run(1), repeats, clock=clock)
+    t21 = _median_time(lambda: run(21), repeats, clock=clock)
+    return (t21 - t1) / 20.0 if t21 > t1 else None
 
 
-def copy_cost(proba, repeats):
+def copy_cost(proba, repeats, clock=time.perf_counter):
     inner = max(1, int(2e7 // proba.size))
     proba.copy()
-    return _median_time(proba.copy, repeats, inner)
+    return _median_time(proba.copy, repeats, inner, clock)
+
+
+def _ratio(num, den):
+    if num is None or not den > 0:
+        return "n/a (noise)"
+    x = num / den
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
 def _runs(proba, repeats, max_iter, budget_s):
@@ -195,12 +204,12 @@ def _speedups(rows):
                     "best fixed-step PGD": f"step {best_fixed['step']}"
                     if best_fixed["_reached"]
                     else "none reached the gap",
-                    "speedup vs best fixed PGD": f"{ratio:.3g}x"
+                    "speedup vs best fixed PGD": f"{_ratio(ratio, 1.0)}x"
                     if best_fixed["_reached"]
-                    else f"> {ratio:.3g}x (lower bound: every fixed step capped)",
-                    "speedup vs PGD (Armijo)": f"{armijo_ratio:.3g}x"
+                    else f"> {_ratio(ratio, 1.0)}x (lower bound: every fixed step capped)",
+                    "speedup vs PGD (Armijo)": f"{_ratio(armijo_ratio, 1.0)}x"
                     if armijo["_reached"]
-                    else f"> {armijo_ratio:.3g}x (lower bound: PGD capped)",
+                    else f"> {_ratio(armijo_ratio, 1.0)}x (lower bound: PGD capped)",
                 }
             )
     return out
@@ -233,18 +242,26 @@ def main(argv=None):
         for k in classes:
             print(f"M={m} K={k}", flush=True)
             proba = make_proba(m, k, args.seed)
-            serial_s = em_iteration_cost(proba, max(repeats, 3), False)
-            parallel_s = em_iteration_cost(proba, max(repeats, 3), True)
-            copy_s = copy_cost(proba, max(repeats, 3))
+            reps = max(repeats, 3)
+            serial_s = em_iteration_cost(proba, reps, False)
+            parallel_s = em_iteration_cost(proba, reps, True)
+            copy_s = copy_cost(proba, reps)
+            # CPU time of this thread: what the serial code costs when it is
+            # not descheduled by other work on the machine
+            serial_cpu = em_iteration_cost(proba, reps, False, time.thread_time)
+            copy_cpu = copy_cost(proba, reps, time.thread_time)
             cost_rows.append(
                 {
                     "M": m,
                     "K": k,
                     "numpy copy (s)": copy_s,
-                    "EM iteration, serial (s)": serial_s,
-                    "serial / copy": serial_s / copy_s,
-                    f"EM iteration, {numba.get_num_threads()} threads (s)": parallel_s,
-                    "threads / copy": parallel_s / copy_s,
+                    "EM iteration, serial (s)": serial_s if serial_s else "n/a",
+                    "serial / copy": _ratio(serial_s, copy_s),
+                    "serial / copy, CPU time": _ratio(serial_cpu, copy_cpu),
+                    f"EM iteration, {numba.get_num_threads()} threads (s)": parallel_s
+                    if parallel_s
+                    else "n/a",
+                    "threads / copy": _ratio(parallel_s, copy_s),
                     "solver default": "threads" if _use_parallel(m, k) else "serial",
                 }
             )
@@ -270,6 +287,9 @@ def main(argv=None):
     extra += [
         _table(cost_rows),
         "",
+        "Seconds are wall-clock medians; on a machine shared with other work, wall time "
+        "includes time the process waits for a core, so the CPU-time ratio (this "
+        "thread's CPU time, serial EM) is given as well. "
         "Target: one EM iteration <= 10 copies. The EM rows of the first table use the "
         f"solver's default: threads from {_PARALLEL_MIN_SIZE} entries on, when the 1-minute "
         f"load average is below the thread count minus 0.5 (in this run: {load_start:.2f} "

@@ -334,6 +334,9 @@ or nn.Module, default='linear'
             The fitted estimator.
         """
         self._fit_images = self._images(X)
+        if self.augment is not None and not self._fit_images:
+            raise ValueError("augment transforms images; pass images (or image_shape=(C, H, W)) "
+                             "or leave augment=None for feature vectors")
         X, source = self._check_X(X, reset=True)
         targets, classes = self._encode_targets(y, len(source))
         if len(classes) < 2:

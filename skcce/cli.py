@@ -33,6 +33,7 @@ BENCHMARKS = {
     "noisy": "bench_noisy_labels.py",
     "weak": "bench_weak.py",
     "fig1": "fig1_collision_vs_shannon.py",
+    "sweep": "sweep_defaults.py",
 }
 
 

@@ -121,7 +121,7 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
     ----------
     n_clusters : int, default=8
         Number of clusters K (>= 2).
-    lam : float, default=0.5
+    lam : float, default=1.0
         Fairness weight :math:`\lambda`, in the convention of
         :func:`skcce.solvers.solve_pseudo_labels` (the loss is a mean over
         the batch; the paper's "lambda = 100 at batch 250" is about 0.4).
@@ -158,19 +158,22 @@ default='linear'
     optimizer : {'adam', 'adamw', 'sgd'} or torch.optim.Optimizer class, default='adam'
         Optimizer, created as ``optimizer(params, lr=lr, weight_decay=weight_decay,
         **optimizer_params)``.
-    lr : float, default=3e-3
+    lr : float, default=1e-2
         Learning rate.
-    weight_decay : float, default=1e-4
+    weight_decay : float, default=0.0
         L2 penalty of the optimizer.
     optimizer_params : dict, default=None
         Extra keyword arguments of the optimizer (e.g. ``{'momentum': 0.9}``).
     batch_size : int, default=256
         Rows per mini-batch; the fairness term applies to each batch.
-    max_epochs : int, default=50
+    max_epochs : int, default=15
         Maximum number of passes over the data.
-    tol : float or None, default=1e-4
+    tol : float or None, default=None
         Early stop when the epoch loss has not decreased by ``tol`` for
-        ``n_iter_no_change`` epochs; None trains for ``max_epochs``.
+        ``n_iter_no_change`` epochs, with a ConvergenceWarning when
+        ``max_epochs`` comes first; None (the default) trains for exactly
+        ``max_epochs``: with ``augment='cross_neighbors'`` the epoch loss
+        is noisy, as neighbours are drawn at random.
     n_iter_no_change : int, default=10
         Patience of the early stop.
     n_init : int, default=1
@@ -294,11 +297,11 @@ default='cross_neighbors'
         "warm_start": ["boolean"],
     }
 
-    def __init__(self, n_clusters=8, *, lam=0.5, prior=None, loss="collision",
+    def __init__(self, n_clusters=8, *, lam=1.0, prior=None, loss="collision",
                  fairness="reverse", solver="auto", solver_max_iter=100, solver_tol=1e-4,
-                 model="linear", model_params=None, optimizer="adam", lr=3e-3,
-                 weight_decay=1e-4, optimizer_params=None, batch_size=256, max_epochs=50,
-                 tol=1e-4, n_iter_no_change=10, n_init=1, augment="cross_neighbors",
+                 model="linear", model_params=None, optimizer="adam", lr=1e-2,
+                 weight_decay=0.0, optimizer_params=None, batch_size=256, max_epochs=15,
+                 tol=None, n_iter_no_change=10, n_init=1, augment="cross_neighbors",
                  n_neighbors=5, n_augment=2, image_shape=None, checkpoint_dir=None,
                  device="auto", random_state=None, verbose=0, warm_start=False):
         self.n_clusters = n_clusters
@@ -386,9 +389,10 @@ default='cross_neighbors'
         if X.shape[0] < 2:
             raise ValueError(f"augment={self.augment!r} needs at least 2 samples per call, "
                              f"got n_samples={X.shape[0]}")
-        from skcce.neighbors import knn_indices
+        from skcce.neighbors import augmentation_neighbors
 
-        return knn_indices(X, min(self.n_neighbors, X.shape[0] - 1))
+        return augmentation_neighbors(X, min(self.n_neighbors, X.shape[0] - 1),
+                                      random_state=self.random_state)
 
     def _is_images(self, X):
         return is_image_input(X, self.model, self.image_shape)
@@ -526,7 +530,8 @@ default='cross_neighbors'
             X, best = self._fit_runs(X, y, warm, self.max_epochs)
             self._set_fitted(X, best)
         result = best.result
-        if not (result.converged or result.interrupted or result.diverged):
+        if self.tol is not None and not (result.converged or result.interrupted
+                                         or result.diverged):
             warnings.warn(
                 f"CollisionClustering stopped at max_epochs={self.max_epochs} before the loss "
                 f"settled (tol={self.tol}); increase max_epochs or tol.",

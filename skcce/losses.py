@@ -48,7 +48,9 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
 
 def _check_pair(logits: torch.Tensor, target: torch.Tensor) -> None:
     if logits.dim() != 2:
-        raise ValueError(f"logits must be 2-D (n_samples, n_classes), got shape {tuple(logits.shape)}")
+        raise ValueError(
+            f"logits must be 2-D (n_samples, n_classes), got shape {tuple(logits.shape)}"
+        )
     if target.shape != logits.shape:
         raise ValueError(
             f"target must have the shape of logits {tuple(logits.shape)}, got {tuple(target.shape)}"
@@ -226,7 +228,8 @@ def kl_prior_forward(mean_proba, prior=None, eps=1e-12):
     """
     u = _as_prior(prior, mean_proba.shape[-1], mean_proba)
     p = mean_proba
-    return torch.where(p > 0, p * (torch.log(p.clamp_min(eps)) - torch.log(u.clamp_min(eps))), 0.0).sum()
+    log_ratio = torch.log(p.clamp_min(eps)) - torch.log(u.clamp_min(eps))
+    return torch.where(p > 0, p * log_ratio, 0.0).sum()
 
 
 def mutual_information_loss(logits, prior=None, lam=1.0):

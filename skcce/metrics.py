@@ -87,7 +87,7 @@ def hungarian_match(y_true, y_pred):
     """
     table, classes, clusters = contingency(y_true, y_pred)
     rows, cols = linear_sum_assignment(table, maximize=True)
-    return {clusters[c].item(): classes[r].item() for r, c in zip(rows, cols)}
+    return {clusters[c].item(): classes[r].item() for r, c in zip(rows, cols, strict=True)}
 
 
 def clustering_accuracy(y_true, y_pred):
@@ -145,7 +145,7 @@ def many_to_one_accuracy(y_true, y_pred):
 
 
 hungarian_accuracy_scorer = make_scorer(clustering_accuracy)
-hungarian_accuracy_scorer.__doc__ = """Scorer for ``GridSearchCV(..., scoring=hungarian_accuracy_scorer)``.
+hungarian_accuracy_scorer.__doc__ = """Hungarian-accuracy scorer for ``GridSearchCV(scoring=...)``.
 
 Calls ``estimator.predict(X)`` and returns :func:`clustering_accuracy`
 against ``y``.

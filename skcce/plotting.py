@@ -123,14 +123,15 @@ def plot_confusion_matrix(y_true, y_pred, *, normalize=False, show_sizes=True, t
     if axes is None:
         ncols = 2 if show_sizes else 1
         widths = [3, 2] if show_sizes else [1]
-        fig, axes = plt.subplots(1, ncols, figsize=(5.5 + 3.5 * show_sizes, 4.5),
-                                 gridspec_kw={"width_ratios": widths}, squeeze=False)
+        fig, axes = plt.subplots(1, ncols, figsize=(5.5 + 4 * show_sizes, 4.5),
+                                 gridspec_kw={"width_ratios": widths}, squeeze=False,
+                                 layout="constrained")
         axes = axes[0]
     axes = np.atleast_1d(axes)
     ax = axes[0]
     shown = table / np.maximum(table.sum(axis=1, keepdims=True), 1) if normalize else table
     im = ax.imshow(shown, cmap=cmap, aspect="auto")
-    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
     ax.set_xticks(range(clusters.size), [str(c) for c in clusters])
     ax.set_yticks(range(classes.size), [str(c) for c in classes])
     ax.set_xlabel("cluster (matched order)")
@@ -231,7 +232,7 @@ def plot_training(estimator, *, axes=None):
     if sizes is not None and sizes.ndim == 2:
         history, sizes = sizes, sizes[-1]
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
     ax_loss, ax_sizes = axes
     epochs = np.arange(1, loss.size + 1)
     ax_loss.plot(epochs, loss, marker="o", markersize=3)

@@ -103,6 +103,11 @@ def test_bad_targets(blobs, y, message):
         _clf().fit(blobs[0], y)
 
 
+def test_augment_needs_images(blobs):
+    with pytest.raises(ValueError, match="augment transforms images"):
+        _clf(augment="default").fit(*blobs)
+
+
 def test_seed_reproducibility(blobs):
     X, y = blobs
     a = _clf(random_state=3).fit(X, y).predict_proba(X)

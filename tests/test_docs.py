@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-docutils_core = pytest.importorskip("docutils.core")
-
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 
@@ -49,6 +47,7 @@ raw block
 
 
 def _rst_problems(rst):
+    docutils_core = pytest.importorskip("docutils.core")  # comes with the 'docs' extra
     stream = io.StringIO()
     docutils_core.publish_doctree(
         rst, settings_overrides={"warning_stream": stream, "report_level": 2,

@@ -124,3 +124,22 @@ def test_blocks_too_small():
         knn_indices(X, 5, block_size=4)
     with pytest.raises(ValueError, match="block_size must be >= 1"):
         knn_indices(X, 2, block_size=0)
+
+
+def test_augmentation_neighbors_exact_then_approximate():
+    from skcce.neighbors import augmentation_neighbors
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(120, 10)).astype(np.float32)
+    np.testing.assert_array_equal(augmentation_neighbors(X, 3), _reference(X, 3))
+    approx = augmentation_neighbors(X, 3, max_exact_samples=50, n_components=4, random_state=0)
+    assert approx.shape == (120, 3)
+    assert not (approx == np.arange(120)[:, None]).any()
+    again = augmentation_neighbors(X, 3, max_exact_samples=50, n_components=4, random_state=0)
+    np.testing.assert_array_equal(approx, again)
+    # Well separated groups keep their neighbours inside the group.
+    centers = rng.normal(scale=50, size=(3, 10))
+    labels = np.repeat(np.arange(3), 60)
+    Xg = centers[labels] + rng.normal(size=(180, 10))
+    nb = augmentation_neighbors(Xg, 4, max_exact_samples=70, n_components=3, random_state=1)
+    assert (labels[nb] == labels[:, None]).all()
