@@ -34,7 +34,8 @@ def main():
         StandardScaler(),
         CollisionClustering(n_clusters=10, max_epochs=3 if QUICK else 40, random_state=0),
     )
-    grid = {"collisionclustering__lam": [0.1, 1.0] if QUICK else [0.05, 0.1, 0.2, 0.4, 1.0, 2.0]}
+    lams = [0.1, 1.0] if QUICK else [0.1, 0.4, 1.0, 2.0, 4.0, 8.0, 16.0]
+    grid = {"collisionclustering__lam": lams}
     search = GridSearchCV(pipe, grid, scoring=hungarian_accuracy_scorer, cv=2 if QUICK else 3,
                           n_jobs=1 if QUICK else 2)
     search.fit(X, y)

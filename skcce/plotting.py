@@ -357,7 +357,7 @@ def _history_array(history):
     return arr
 
 
-def plot_solver_convergence(histories, *, tol=None, ax=None):
+def plot_solver_convergence(histories, *, tol=None, log_time=False, ax=None):
     """Plot the Frank-Wolfe gap against wall time for several pseudo-label solvers.
 
     This is the view behind the paper's Table 1 (EM against projected
@@ -373,6 +373,9 @@ def plot_solver_convergence(histories, *, tol=None, ax=None):
         sequence of ``(seconds, objective, gap)`` rows.
     tol : float, default=None
         Draw a horizontal line at this gap (e.g. 1e-4, the benchmark's target).
+    log_time : bool, default=False
+        Logarithmic time axis, useful when the solvers' times differ by
+        orders of magnitude.
     ax : matplotlib Axes, default=None
         Where to draw; a new figure when None.
 
@@ -404,6 +407,8 @@ def plot_solver_convergence(histories, *, tol=None, ax=None):
     if tol is not None:
         ax.axhline(tol, color="gray", ls=":", lw=1, label=f"gap {tol:g}")
     ax.set_yscale("log")
+    if log_time:
+        ax.set_xscale("log")
     ax.set_xlabel("wall time (s)")
     ax.set_ylabel("Frank-Wolfe gap")
     ax.set_title("pseudo-label solver convergence")

@@ -149,8 +149,9 @@ def test_plot_solver_convergence_with_real_histories():
     proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     results = {m: solve_pseudo_labels(proba, 0.4, method=m, max_iter=50, tol=0,
                                       record_history=True) for m in ("em", "pgd")}
-    fig = plot_solver_convergence(results, tol=1e-4)
+    fig = plot_solver_convergence(results, tol=1e-4, log_time=True)
     ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
     assert [line.get_label() for line in ax.lines[:2]] == ["em", "pgd"]
     gaps = np.asarray(results["em"].history, dtype=float)[:, 2]
     assert np.allclose(ax.lines[0].get_ydata(), np.maximum(gaps, np.finfo(float).tiny))
