@@ -143,6 +143,13 @@ def main(argv=None):
     return 0
 
 
+def _defaults():
+    from skcce import CollisionClustering
+
+    params = CollisionClustering().get_params()
+    return ", ".join(f"{k}={v!r}" for k, v in sorted(params.items()))
+
+
 def write_report(args, results, description, train_shape, n_test):
     methods = ["only seeds", *SELF_LABELING]
     rows = []
@@ -163,7 +170,8 @@ def write_report(args, results, description, train_shape, n_test):
         f"other defaults; no feature-space augmentation except in the last row. Only seeds: "
         f"Shannon's cross-entropy on the labeled rows only; '+ X': "
         f"the labeled cross-entropy plus X's self-labeling loss on all training rows.\n\n"
-        f"Command: `{args.command}`. Machine: {machine_description()}."
+        f"Command: `{args.command}`. Machine: {machine_description()}.\n\n"
+        f"CollisionClustering defaults at the time of the run: {_defaults()}."
     )
     write_markdown(args.out, "Weak supervision (paper Table 4, CPU scale)", header, rows)
     print(f"wrote {args.out}")

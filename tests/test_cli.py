@@ -248,3 +248,18 @@ def test_bench_script_usage_error_passes_status(tmp_path, capsys):
 def test_long_messages_are_cut_to_the_first_sentences():
     text = cli._one_line(ValueError("First sentence. " + "More advice here. " * 40))
     assert text.startswith("First sentence.") and len(text) <= 300
+
+
+def test_extract_from_an_image_folder(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "f.npy"
+    argv = ["extract", str(folder), "--model", "resnet18", "--weights", "none", "--size", "32",
+            "--device", "cpu", "--out", str(out)]
+    assert main(argv) == 0
+    assert np.load(out).shape == (3, 512)
