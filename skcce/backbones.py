@@ -108,7 +108,7 @@ class VGG4(nn.Module):
     4608
     """
 
-    def __init__(self, input_shape, n_outputs):
+    def __init__(self, input_shape, n_outputs, *, logit_norm=False):
         super().__init__()
         shape = _check_shape(input_shape)
         if shape not in VGG4_SHAPES:
@@ -128,7 +128,7 @@ class VGG4(nn.Module):
             c_in = width
         self.body = nn.Sequential(*layers)
         self.n_features = c_in * spec["out_side"] ** 2
-        self.head = nn.Identity() if n_outputs is None else nn.Linear(self.n_features, n_outputs)
+        self.head = make_head(self.n_features, n_outputs, logit_norm)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Flattened output of the last convolution block, ``(n, n_features)``."""
@@ -162,7 +162,7 @@ class ResNetBackbone(nn.Module):
     torch.Size([2, 4])
     """
 
-    def __init__(self, resnet, n_outputs, *, in_channels=3, normalize=False):
+    def __init__(self, resnet, n_outputs, *, in_channels=3, normalize=False, logit_norm=False):
         super().__init__()
         if in_channels not in (1, 3):
             raise ValueError(f"ResNet backbones take 1 or 3 channels, got {in_channels}")
@@ -173,7 +173,7 @@ class ResNetBackbone(nn.Module):
         self.normalize = normalize
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.head = nn.Identity() if n_outputs is None else nn.Linear(self.n_features, n_outputs)
+        self.head = make_head(self.n_features, n_outputs, logit_norm)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Globally average-pooled output of the last residual stage, ``(n, n_features)``."""
@@ -185,6 +185,44 @@ class ResNetBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
+
+
+def make_head(n_features, n_outputs, logit_norm=False):
+    """Linear head, optionally followed by a batch normalization of the logits.
+
+    ``logit_norm=True`` appends ``BatchNorm1d(n_outputs, affine=False)``: each
+    cluster's logit is standardized over the batch, so no cluster's softmax
+    output can shrink to ~0 on every image.  Under the collision
+    cross-entropy the gradient for a logit is proportional to its softmax
+    output, so a cluster that is empty at initialization (a network trained
+    from scratch starts with nearly every image in one cluster) otherwise
+    never recovers; see ``docs/guide/deep.rst`` for the measurement.
+
+    Parameters
+    ----------
+    n_features : int
+        Input width.
+    n_outputs : int or None
+        Number of logits; ``None`` gives ``nn.Identity`` (features out).
+    logit_norm : bool, default=False
+        Standardize the logits over the batch.
+
+    Returns
+    -------
+    head : nn.Module
+
+    Examples
+    --------
+    >>> from skcce.backbones import make_head
+    >>> [type(layer).__name__ for layer in make_head(8, 3, logit_norm=True)]
+    ['Linear', 'BatchNorm1d']
+    """
+    if n_outputs is None:
+        return nn.Identity()
+    linear = nn.Linear(n_features, n_outputs)
+    if not logit_norm:
+        return linear
+    return nn.Sequential(linear, nn.BatchNorm1d(n_outputs, affine=False))
 
 
 def _is_path_like(weights) -> bool:
@@ -262,7 +300,7 @@ def _load_resnet_file(resnet, state: dict, path) -> None:
         )
 
 
-def _build_resnet(arch, shape, n_outputs, weights):
+def _build_resnet(arch, shape, n_outputs, weights, logit_norm):
     import torchvision
 
     builder = getattr(torchvision.models, arch)
@@ -280,10 +318,12 @@ def _build_resnet(arch, shape, n_outputs, weights):
                 f"could not download {arch} weights {resolved}: {exc}. On a machine without "
                 "network access, save the state_dict elsewhere and pass weights=<path>."
             ) from exc
-    return ResNetBackbone(resnet, n_outputs, in_channels=shape[0], normalize=normalize)
+    return ResNetBackbone(resnet, n_outputs, in_channels=shape[0], normalize=normalize,
+                          logit_norm=logit_norm)
 
 
-def build_backbone(name, input_shape, n_outputs=None, *, weights=None) -> nn.Module:
+def build_backbone(name, input_shape, n_outputs=None, *, weights=None,
+                   logit_norm=False) -> nn.Module:
     """Build a named convolutional network for images of ``input_shape``.
 
     Parameters
@@ -304,6 +344,9 @@ def build_backbone(name, input_shape, n_outputs=None, *, weights=None) -> nn.Mod
         torchvision); or the path of a local state_dict file.  A ResNet
         state_dict whose ``fc`` layer does not fit ``n_outputs`` is loaded
         without it.
+    logit_norm : bool, default=False
+        Standardize the logits over the batch (see :func:`make_head`);
+        :class:`~skcce.CollisionClustering` turns it on for backbones.
 
     Returns
     -------
@@ -327,7 +370,7 @@ def build_backbone(name, input_shape, n_outputs=None, *, weights=None) -> nn.Mod
     if n_outputs is not None and (int(n_outputs) != n_outputs or n_outputs < 1):
         raise ValueError(f"n_outputs must be a positive int or None, got {n_outputs!r}")
     if name == "vgg4":
-        net = VGG4(shape, n_outputs)
+        net = VGG4(shape, n_outputs, logit_norm=logit_norm)
         if weights is not None:
             if not _is_path_like(weights):
                 raise ValueError(
@@ -343,7 +386,7 @@ def build_backbone(name, input_shape, n_outputs=None, *, weights=None) -> nn.Mod
             f"{name} needs images of at least 32x32 (five stride-2 stages), got {shape[1:]}; "
             "resize the images or use model='vgg4'"
         )
-    return _build_resnet(name, shape, n_outputs, weights)
+    return _build_resnet(name, shape, n_outputs, weights, logit_norm)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:

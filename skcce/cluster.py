@@ -151,7 +151,11 @@ default='linear'
         (``model_params={'weights': ...}`` takes None, a torchvision weights
         name or a state_dict file); a class or factory is called as
         ``model(**model_params)``.  A model whose output width is not
-        ``n_clusters`` gets a linear head.
+        ``n_clusters`` gets a linear head.  Backbones get batch-normalized
+        logits (``model_params={'logit_norm': False}`` turns that off): a
+        network trained from scratch starts with nearly every image in one
+        cluster, and under the collision cross-entropy an empty cluster
+        receives no gradient, so without it deep mode collapses.
     model_params : dict, default=None
         Keyword arguments of the model, e.g. ``{'hidden_layer_sizes': (512,),
         'batch_norm': True}`` for ``'mlp'``.
@@ -430,8 +434,12 @@ default='cross_neighbors'
             if getattr(self, "_generator_state", None) is not None:
                 generator.set_state(self._generator_state)
         else:
+            model_params = self.model_params
+            if isinstance(self.model, str) and self.model in BACKBONES:
+                # Batch-normalized logits keep every cluster alive in deep mode.
+                model_params = {"logit_norm": True, **(model_params or {})}
             model = build_model(self.model, source.input_shape, self.n_clusters,
-                                generator=generator, model_params=self.model_params)
+                                generator=generator, model_params=model_params)
             optimizer_state = None
         objective = self._make_objective(prior, neighbors, labeled)
         views = self._views(source, neighbors)

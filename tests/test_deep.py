@@ -225,3 +225,20 @@ def test_augmentation_baselines_on_feature_vectors_use_neighbours():
     iic = CollisionClustering(3, loss="iic", **kw).fit(X)
     # IIC maximizes I(z; z') <= ln 3: the loss falls towards -ln 3
     assert iic.loss_curve_[-1] < iic.loss_curve_[0] and iic.loss_curve_[-1] > -np.log(3) - 1e-4
+
+
+def test_vgg4_on_real_mnist_keeps_every_cluster_alive():
+    # From scratch, VGG-4 puts nearly every image in one cluster; with plain logits the
+    # collision CE gives an empty cluster no gradient and training collapses. The
+    # batch-normalized logits that backbones get by default must prevent that.
+    path = find_data_file(MNIST_FILE)
+    if path is None:
+        pytest.skip(f"{MNIST_FILE} not found (set SKCCE_DATA to the folder that holds it)")
+    X, y = load_mnist()
+    rows = np.random.default_rng(0).choice(X.shape[0], 600, replace=False)
+    est = CollisionClustering(10, model="vgg4", image_shape=(1, 28, 28), augment=None,
+                              batch_size=100, max_epochs=2, tol=None, random_state=0)
+    labels = est.fit_predict(X[rows])
+    assert np.count_nonzero(est.cluster_sizes_) >= 8
+    from skcce.metrics import clustering_accuracy
+    assert clustering_accuracy(y[rows], labels) > 0.3
