@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
 _FITTED = ("labels_", "pseudo_labels_", "n_iter_", "loss_curve_", "loss_", "converged_",
-           "cluster_sizes_", "model_", "n_features_in_", "feature_names_in_")
+           "cluster_sizes_", "cluster_sizes_history_", "model_", "n_features_in_", "feature_names_in_")
 
 
 @dataclass
@@ -241,6 +241,9 @@ default='cross_neighbors'
         Whether the early stop was reached before ``max_epochs``.
     cluster_sizes_ : ndarray of shape (n_clusters,)
         Number of training rows in each cluster.
+    cluster_sizes_history_ : ndarray of shape (n_iter_, n_clusters)
+        Per epoch, the number of training rows whose prediction fell in each
+        cluster during that epoch (what the progress bar shows).
     model_ : torch.nn.Module
         The trained network, on the CPU.
     n_features_in_ : int
@@ -500,6 +503,11 @@ default='cross_neighbors'
         self.loss_ = float(run.loss)
         self.converged_ = bool(result.converged)
         self.cluster_sizes_ = np.bincount(labels, minlength=self.n_clusters)
+        sizes = [r.cluster_sizes for r in result.history if len(r.cluster_sizes) == self.n_clusters]
+        sizes = np.array(sizes, dtype=np.int64).reshape(-1, self.n_clusters)
+        if append:
+            sizes = np.vstack([self.cluster_sizes_history_, sizes])
+        self.cluster_sizes_history_ = sizes
         self._optimizer_state = run.optimizer_state
         self._generator_state = run.generator_state
 

@@ -298,3 +298,13 @@ def test_digits_default_comparable_to_kmeans(digits):
     km = clustering_accuracy(y, KMeans(10, n_init=10, random_state=0).fit_predict(X))
     assert acc > 0.5  # chance is ~0.1; the largest class alone is ~0.1
     assert acc >= km - 0.02, (acc, km)
+
+
+def test_cluster_sizes_history_tracks_epochs():
+    X, _ = make_blobs(n_samples=120, centers=3, random_state=0)
+    est = CollisionClustering(3, max_epochs=4, tol=None, augment=None, random_state=0).fit(X)
+    hist = est.cluster_sizes_history_
+    assert hist.shape == (est.n_iter_, 3)
+    assert (hist.sum(axis=1) == 120).all()
+    est.partial_fit(X)
+    assert est.cluster_sizes_history_.shape == (est.n_iter_, 3)
