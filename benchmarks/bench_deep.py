@@ -211,13 +211,13 @@ def summarize(results, bare_steps, args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="mnist70k.npz or its folder (default: search)")
-    parser.add_argument("--n-images", type=int, default=750)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--n-images", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--n-augment", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--bare-batches", type=int, default=4,
                         help="batches timed in the bare PyTorch loop")
     parser.add_argument("--device", default="cpu")

@@ -30,6 +30,7 @@ BENCHMARKS = {
     "solvers": "bench_solvers.py",
     "fixed": "bench_fixed_features.py",
     "deep": "bench_deep.py",
+    "deep-ablation": "bench_deep_ablation.py",
     "noisy": "bench_noisy_labels.py",
     "weak": "bench_weak.py",
     "fig1": "fig1_collision_vs_shannon.py",
