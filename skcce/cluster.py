@@ -53,7 +53,8 @@ logger = logging.getLogger(__name__)
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
 _FITTED = ("labels_", "pseudo_labels_", "n_iter_", "loss_curve_", "loss_", "converged_",
-           "cluster_sizes_", "cluster_sizes_history_", "model_", "n_features_in_", "feature_names_in_")
+           "cluster_sizes_", "cluster_sizes_history_", "model_", "n_features_in_",
+           "feature_names_in_")
 
 
 @dataclass
