@@ -16,6 +16,7 @@ Usage::
 
 import argparse
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -76,7 +77,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.n_images, args.epochs, args.seeds = 300, 1, 1
-    command = ("python benchmarks/bench_deep_ablation.py " + " ".join(argv or sys.argv[1:])).strip()
+    args_text = shlex.join(argv or sys.argv[1:])
+    command = f"python benchmarks/bench_deep_ablation.py {args_text}".strip()
 
     from sklearn.exceptions import ConvergenceWarning
 

@@ -25,6 +25,7 @@ Usage::
 
 import argparse
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -172,7 +173,7 @@ def main(argv=None):
     if args.quick:
         args.n_train, args.n_test, args.seeds, args.epochs = 2000, 2000, 1, 3
         args.etas = [0.0, 0.5, 0.9]
-    args.command = "python benchmarks/bench_noisy_labels.py " + " ".join(argv or sys.argv[1:])
+    args.command = "python benchmarks/bench_noisy_labels.py " + shlex.join(argv or sys.argv[1:])
     args.command = args.command.strip()
     start = time.perf_counter()
     X_train, y_train, X_test, y_test = load_data(args)
