@@ -21,7 +21,10 @@ good state and stops with a :class:`~sklearn.exceptions.ConvergenceWarning`.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
+import numbers
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -29,6 +32,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from skcce.networks import BACKBONES
 
 __all__ = [
     "ArraySource",
@@ -43,6 +49,59 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
+
+#: Parameter constraints shared by every estimator built on :class:`Trainer`
+#: (model, optimizer, loop, execution); estimators extend this dict.
+TRAINING_PARAMETER_CONSTRAINTS = {
+    "model": [StrOptions({"linear", "mlp", *BACKBONES}), callable, torch.nn.Module],
+    "model_params": [dict, None],
+    "image_shape": [tuple, list, None],
+    "n_augment": [Interval(numbers.Integral, 1, None, closed="left")],
+    "optimizer": [StrOptions(set(OPTIMIZERS)), type],
+    "lr": [Interval(numbers.Real, 0, None, closed="neither")],
+    "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
+    "optimizer_params": [dict, None],
+    "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+    "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
+    "tol": [Interval(numbers.Real, 0, None, closed="left"), None],
+    "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+    "device": [StrOptions({"auto", "cpu", "cuda"}), str, torch.device],
+    "checkpoint_dir": [str, os.PathLike, None],
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+}
+
+
+def optimizer_factory(optimizer, lr, weight_decay, optimizer_params=None):
+    """``params -> torch.optim.Optimizer`` for an estimator's optimizer parameters.
+
+    Parameters
+    ----------
+    optimizer : {'adam', 'adamw', 'sgd'} or torch.optim.Optimizer class
+        The optimizer.
+    lr, weight_decay : float
+        Passed to the optimizer.
+    optimizer_params : dict, default=None
+        Further keyword arguments of the optimizer.
+
+    Returns
+    -------
+    factory : callable
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcce._training import optimizer_factory
+    >>> factory = optimizer_factory("sgd", 0.1, 0.0, {"momentum": 0.9})
+    >>> opt = factory(torch.nn.Linear(2, 2).parameters())
+    >>> type(opt).__name__, opt.defaults["momentum"]
+    ('SGD', 0.9)
+    """
+    cls = OPTIMIZERS[optimizer] if isinstance(optimizer, str) else optimizer
+    return functools.partial(cls, lr=lr, weight_decay=weight_decay, **(optimizer_params or {}))
 
 
 def resolve_device(device) -> torch.device:

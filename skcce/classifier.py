@@ -15,35 +15,37 @@ The estimator trains in the same loop as :class:`~skcce.CollisionClustering`
 from __future__ import annotations
 
 import copy
-import functools
 import logging
-import numbers
-import os
 import warnings
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
-from torch import nn
 
 from skcce._checkpoint import estimator_checkpoint
 from skcce._objectives import Objective
-from skcce._training import ArraySource, StepOutput, Trainer, resolve_device
+from skcce._training import (
+    TRAINING_PARAMETER_CONSTRAINTS,
+    ArraySource,
+    StepOutput,
+    Trainer,
+    optimizer_factory,
+    resolve_device,
+)
 from skcce._validation import seeds_from
 from skcce.augment import AugmentViews, is_image_input, prepare_images, resolve_augment
 from skcce.augment import image_source as _image_source
 from skcce.losses import collision_cross_entropy, shannon_cross_entropy
-from skcce.networks import BACKBONES, build_model
+from skcce.networks import build_model
 
 __all__ = ["CollisionClassifier", "soft_targets"]
 
 logger = logging.getLogger(__name__)
 
-_OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
 
 
 def soft_targets(y, n_classes=None, eta=0.0):
@@ -224,23 +226,8 @@ or nn.Module, default='linear'
 
     _parameter_constraints: dict = {
         "loss": [StrOptions({"collision", "shannon"})],
-        "model": [StrOptions({"linear", "mlp", *BACKBONES}), callable, nn.Module],
-        "model_params": [dict, None],
-        "image_shape": [tuple, list, None],
+        **TRAINING_PARAMETER_CONSTRAINTS,
         "augment": [StrOptions({"default"}), callable, None],
-        "n_augment": [Interval(numbers.Integral, 1, None, closed="left")],
-        "optimizer": [StrOptions(set(_OPTIMIZERS)), type],
-        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
-        "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
-        "optimizer_params": [dict, None],
-        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
-        "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
-        "tol": [Interval(numbers.Real, 0, None, closed="left"), None],
-        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
-        "device": [StrOptions({"auto", "cpu", "cuda"}), str, torch.device],
-        "checkpoint_dir": [str, os.PathLike, None],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
     }
 
     def __init__(self, loss="collision", *, model="linear", model_params=None, image_shape=None,
@@ -306,9 +293,8 @@ or nn.Module, default='linear'
 
     # ------------------------------------------------------------------ fitting
     def _make_trainer(self, model, objective, generator, device):
-        cls = _OPTIMIZERS[self.optimizer] if isinstance(self.optimizer, str) else self.optimizer
-        optimizer = functools.partial(cls, lr=self.lr, weight_decay=self.weight_decay,
-                                      **(self.optimizer_params or {}))
+        optimizer = optimizer_factory(self.optimizer, self.lr, self.weight_decay,
+                                      self.optimizer_params)
         augment = resolve_augment(self.augment) if self._fit_images else None
         views = None if augment is None else AugmentViews(augment, self.n_augment)
         return Trainer(model, objective, optimizer=optimizer, batch_size=self.batch_size,

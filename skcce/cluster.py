@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import logging
 import numbers
-import os
 import warnings
 from dataclasses import dataclass
 
@@ -32,7 +30,13 @@ from torch import nn
 
 from skcce import _objectives as obj
 from skcce._checkpoint import estimator_checkpoint
-from skcce._training import ArraySource, Trainer, resolve_device
+from skcce._training import (
+    TRAINING_PARAMETER_CONSTRAINTS,
+    ArraySource,
+    Trainer,
+    optimizer_factory,
+    resolve_device,
+)
 from skcce._validation import check_n_clusters, check_partial_labels, check_prior, seeds_from
 from skcce.augment import (
     AugmentViews,
@@ -51,7 +55,6 @@ __all__ = ["CollisionClustering"]
 
 logger = logging.getLogger(__name__)
 
-_OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
 _FITTED = ("labels_", "pseudo_labels_", "n_iter_", "loss_curve_", "loss_", "converged_",
            "cluster_sizes_", "cluster_sizes_history_", "model_", "n_features_in_",
            "feature_names_in_")
@@ -283,25 +286,10 @@ default='cross_neighbors'
         "solver": [StrOptions({"auto", "em", "pgd", "sinkhorn"})],
         "solver_max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "solver_tol": [Interval(numbers.Real, 0, None, closed="left")],
-        "model": [StrOptions({"linear", "mlp", *BACKBONES}), callable, nn.Module],
-        "model_params": [dict, None],
-        "optimizer": [StrOptions(set(_OPTIMIZERS)), type],
-        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
-        "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
-        "optimizer_params": [dict, None],
-        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
-        "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
-        "tol": [Interval(numbers.Real, 0, None, closed="left"), None],
-        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        **TRAINING_PARAMETER_CONSTRAINTS,
         "n_init": [Interval(numbers.Integral, 1, None, closed="left")],
         "augment": [StrOptions({"neighbors", "cross_neighbors", "default"}), callable, None],
-        "n_augment": [Interval(numbers.Integral, 1, None, closed="left")],
-        "image_shape": [tuple, list, None],
-        "checkpoint_dir": [str, os.PathLike, None],
         "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
-        "device": [StrOptions({"auto", "cpu", "cuda"}), str, torch.device],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
         "warm_start": ["boolean"],
     }
 
@@ -366,9 +354,8 @@ default='cross_neighbors'
         return objective
 
     def _make_optimizer(self):
-        cls = _OPTIMIZERS[self.optimizer] if isinstance(self.optimizer, str) else self.optimizer
-        return functools.partial(cls, lr=self.lr, weight_decay=self.weight_decay,
-                                 **(self.optimizer_params or {}))
+        return optimizer_factory(self.optimizer, self.lr, self.weight_decay,
+                                 self.optimizer_params)
 
     def _make_callbacks(self):
         """Callbacks of the training loop (none by default; extension point)."""
