@@ -30,6 +30,8 @@ import time
 import warnings
 
 import numpy as np
+import torch
+from joblib import Parallel, delayed
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 
@@ -74,22 +76,33 @@ def preprocess(X, how, seed=0):
     raise ValueError(f"unknown preprocessing {how!r}")
 
 
-def fit_seeds(X, y, n_clusters, params, seeds):
-    """Fit one setting with each seed; returns accuracies, final losses and fit times."""
-    acc, loss, seconds = [], [], []
-    for seed in seeds:
-        est = CollisionClustering(n_clusters, random_state=seed, **params)
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            labels = est.fit_predict(X)
-        seconds.append(time.perf_counter() - start)
-        acc.append(clustering_accuracy(y, labels))
-        loss.append(est.loss_)
+def _fit_one(X, y, n_clusters, params, seed, threads):
+    """Fit one setting with one seed; returns (accuracy, final loss, fit time)."""
+    if threads is not None:  # a worker process: one thread each, as in the parent
+        torch.set_num_threads(threads)
+    est = CollisionClustering(n_clusters, random_state=seed, **params)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        labels = est.fit_predict(X)
+    seconds = time.perf_counter() - start
+    return clustering_accuracy(y, labels), est.loss_, seconds
+
+
+def fit_seeds(X, y, n_clusters, params, seeds, n_jobs=1):
+    """Fit one setting with each seed (``n_jobs`` worker processes); returns accuracies,
+    final losses and fit times."""
+    if n_jobs == 1:
+        runs = [_fit_one(X, y, n_clusters, params, seed, None) for seed in seeds]
+    else:
+        threads = torch.get_num_threads()
+        runs = Parallel(n_jobs=n_jobs)(delayed(_fit_one)(X, y, n_clusters, params, seed, threads)
+                                       for seed in seeds)
+    acc, loss, seconds = (list(col) for col in zip(*runs, strict=True))
     return np.array(acc), np.array(loss), seconds
 
 
-def sweep_dataset(name, X, y, grid, seeds, base, log):
+def sweep_dataset(name, X, y, grid, seeds, base, log, n_jobs=1):
     """One-factor-at-a-time sweep on one dataset; returns table rows."""
     n_clusters = int(np.unique(y).size)
     defaults = CollisionClustering().get_params()
@@ -103,7 +116,7 @@ def sweep_dataset(name, X, y, grid, seeds, base, log):
                 Xp = preprocess(X, value)
             else:
                 params[param] = value
-            acc, loss, seconds = fit_seeds(Xp, y, n_clusters, params, seeds)
+            acc, loss, seconds = fit_seeds(Xp, y, n_clusters, params, seeds, n_jobs)
             picked = acc[int(np.nanargmin(loss))] if np.isfinite(loss).any() else float("nan")
             rows.append({
                 "dataset": name, "parameter": param,
@@ -126,6 +139,9 @@ def parse_args(argv):
     parser.add_argument("--seeds", type=int, default=3, help="seeds per setting (default 3)")
     parser.add_argument("--mnist-samples", type=int, default=10000,
                         help="fixed random subset of MNIST-70k (default 10000)")
+    parser.add_argument("--n-jobs", type=int, default=1,
+                        help="seeds fitted in parallel worker processes (default 1); fit "
+                             "times are then per worker, on a shared machine")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     parser.add_argument("--output", default=DEFAULT_OUTPUT)
     parser.add_argument("--quick", action="store_true",
@@ -133,6 +149,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
+    if args.n_jobs < 1:
+        parser.error("--n-jobs must be >= 1")
     return args
 
 
@@ -149,7 +167,7 @@ def main(argv=None):
     rows = []
     for name in datasets:
         X, y = load_dataset(name, args.data_dir, args.mnist_samples)
-        rows += sweep_dataset(name, X, y, grid, seeds, base, log=print)
+        rows += sweep_dataset(name, X, y, grid, seeds, base, log=print, n_jobs=args.n_jobs)
     header = "\n".join([
         "One factor at a time around the defaults: each row changes one parameter of "
         "`CollisionClustering(n_clusters)` and keeps the others at their default "
