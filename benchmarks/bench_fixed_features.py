@@ -72,6 +72,8 @@ CCE_METHODS = {
         "augment": "cross_neighbors", "n_init": 1}),
     "CCE default": ("CollisionClustering() defaults", {}),
     "CCE default, n_init=3": ("defaults, best of 3 restarts by final loss", {"n_init": 3}),
+    "CCE default, MLP head": ("defaults with model='mlp' (one hidden layer of 512)", {
+        "model": "mlp"}),
 }
 QUICK_PARAMS = {"max_epochs": 3}
 
