@@ -74,6 +74,8 @@ CCE_METHODS = {
     "CCE default, n_init=3": ("defaults, best of 3 restarts by final loss", {"n_init": 3}),
     "CCE default, MLP head": ("defaults with model='mlp' (one hidden layer of 512)", {
         "model": "mlp"}),
+    "CCE default + refine": ("defaults, then 5 epochs on neighbour-smoothed soft targets", {
+        "refine_epochs": 5}),
 }
 QUICK_PARAMS = {"max_epochs": 3}
 

@@ -116,7 +116,7 @@ class SoftTargetObjective(Objective):
         return StepOutput(loss=loss, value=float(loss.detach()), log_proba=log_proba.detach())
 
 
-class _TargetSource:
+class TargetSource:
     """A data source whose ``labels`` are float (n, K) target rows."""
 
     def __init__(self, inner, targets):
@@ -340,7 +340,7 @@ or nn.Module, default='linear'
         if checkpoint is not None:
             trainer.callbacks.append(checkpoint)
             epochs -= checkpoint.restore(trainer)
-        result = trainer.fit(_TargetSource(source, targets), epochs=max(epochs, 0))
+        result = trainer.fit(TargetSource(source, targets), epochs=max(epochs, 0))
         self.model_ = trainer.state_copy()
         self.classes_ = classes
         self.loss_curve_ = [r.loss for r in trainer.history]

@@ -308,3 +308,48 @@ def test_cluster_sizes_history_tracks_epochs():
     assert (hist.sum(axis=1) == 120).all()
     est.partial_fit(X)
     assert est.cluster_sizes_history_.shape == (est.n_iter_, 3)
+
+
+# ----------------------------------------------------------------- refinement stage
+def _edge_agreement(labels, neighbors):
+    return float((labels[neighbors] == labels[:, None]).mean())
+
+
+def test_refine_smooths_labels_over_the_neighbour_graph(digits):
+    from skcce.neighbors import knn_indices
+
+    X, y = digits
+    base = CollisionClustering(10, max_epochs=10, random_state=0, device="cpu").fit(X)
+    refined = CollisionClustering(10, max_epochs=10, refine_epochs=3, random_state=0,
+                                  device="cpu").fit(X)
+    # same main run, then the refinement moved the model towards the smoothed targets
+    assert refined.n_iter_ == base.n_iter_ == 10
+    assert not np.array_equal(refined.predict_proba(X), base.predict_proba(X))
+    neighbors = knn_indices(X, 5)
+    assert _edge_agreement(refined.labels_, neighbors) > _edge_agreement(base.labels_, neighbors)
+    # still inductive and consistent: predict on the training rows gives labels_
+    assert np.array_equal(refined.predict(X), refined.labels_)
+    assert np.allclose(refined.predict_proba(X).sum(axis=1), 1, atol=1e-5)
+
+
+def test_refine_keeps_partial_labels(blobs):
+    X, y = blobs
+    partial = np.full_like(y, -1)
+    partial[::4] = y[::4]
+    est = _est(refine_epochs=3).fit(X, partial)
+    labeled = partial >= 0
+    assert np.mean(est.labels_[labeled] == y[labeled]) > 0.95
+
+
+def test_refine_without_neighbours_warns_and_is_ignored(blobs):
+    X, _ = blobs
+    with pytest.warns(UserWarning, match="refine_epochs"):
+        est = _est(augment=None, refine_epochs=2).fit(X)
+    plain = _est(augment=None).fit(X)
+    assert np.allclose(est.predict_proba(X), plain.predict_proba(X))
+
+
+def test_refine_epochs_must_be_non_negative(blobs):
+    X, _ = blobs
+    with pytest.raises(ValueError, match="refine_epochs"):
+        _est(refine_epochs=-1).fit(X)
