@@ -72,6 +72,7 @@ class _Run:
     optimizer_state: dict
     generator_state: torch.Tensor
 
+
 #: Weight of the neighbours' mean prediction in the targets of ``refine_epochs``.
 _REFINE_SMOOTHING = 0.9
 
@@ -218,7 +219,8 @@ default='cross_neighbors'
         \sigma_j` (labeled rows keep their one-hot label), and the model is
         trained on the fixed soft targets :math:`t` by the collision
         cross-entropy, at a tenth of ``lr``. The model stays inductive:
-        ``predict`` needs no neighbours. 0 turns it off. ``refine_epochs=5``
+        ``predict`` needs no neighbours. 0 turns it off; warm starts (and
+        ``partial_fit`` calls after the first) skip it. ``refine_epochs=5``
         helped on the pretrained-CNN features and on MNIST pixels, and made no
         difference on digits; see the Table 2 reproduction page.
     n_augment : int, default=2
