@@ -104,6 +104,16 @@ def optimizer_factory(optimizer, lr, weight_decay, optimizer_params=None):
     return functools.partial(cls, lr=lr, weight_decay=weight_decay, **(optimizer_params or {}))
 
 
+def fixed_order(n):
+    """A fixed shuffle of ``range(n)`` for passes that do not train.
+
+    Sorted data must not give single-class batches when evaluating the
+    batch-level loss or recomputing BatchNorm statistics; the same order
+    every time keeps those passes reproducible.
+    """
+    return np.random.default_rng(0).permutation(n)
+
+
 def resolve_device(device) -> torch.device:
     """``'auto'`` -> CUDA when available, else CPU; strings and devices pass through.
 
@@ -513,9 +523,8 @@ class Trainer:
             m.momentum = None
         self.source = source
         self.model.train()
-        order = np.random.default_rng(0).permutation(len(source))
         try:
-            for idx in self.batch_indices_from(order):
+            for idx in self.batch_indices_from(fixed_order(len(source))):
                 self.forward(self.load_rows(idx))
         finally:
             for m, momentum in zip(norms, momenta, strict=True):

@@ -34,6 +34,7 @@ from skcce._training import (
     TRAINING_PARAMETER_CONSTRAINTS,
     ArraySource,
     Trainer,
+    fixed_order,
     optimizer_factory,
     resolve_device,
 )
@@ -374,9 +375,9 @@ default='cross_neighbors'
             objective = obj.PartialLabelsObjective(objective)
         return objective
 
-    def _make_optimizer(self):
-        return optimizer_factory(self.optimizer, self.lr, self.weight_decay,
-                                 self.optimizer_params)
+    def _make_optimizer(self, lr=None):
+        return optimizer_factory(self.optimizer, self.lr if lr is None else lr,
+                                 self.weight_decay, self.optimizer_params)
 
     def _make_callbacks(self):
         """Callbacks of the training loop (none by default; extension point)."""
@@ -434,8 +435,7 @@ default='cross_neighbors'
         return None
 
     def _eval_order(self, n):
-        # A fixed shuffle: sorted data must not give single-class evaluation batches.
-        return np.random.default_rng(0).permutation(n)
+        return fixed_order(n)
 
     # ------------------------------------------------------------------ fitting
     def _train_once(self, source, seed, device, neighbors, labeled, prior, warm, epochs):
@@ -491,8 +491,7 @@ default='cross_neighbors'
             targets[rows] = np.eye(self.n_clusters)[y[rows]]
         targets /= targets.sum(axis=1, keepdims=True)
         refiner = Trainer(trainer.model, SoftTargetObjective("collision", self.n_clusters),
-                          optimizer=optimizer_factory(self.optimizer, self.lr / 10,
-                                                      self.weight_decay, self.optimizer_params),
+                          optimizer=self._make_optimizer(lr=self.lr / 10),
                           batch_size=self.batch_size, max_epochs=self.refine_epochs,
                           device=device, generator=generator, verbose=self.verbose)
         refiner.fit(TargetSource(source, targets.astype(np.float32)))
