@@ -27,6 +27,7 @@ _EXPORTS = {
     "CollisionClustering": "skcce.cluster",
     "CollisionClassifier": "skcce.classifier",
     "soft_targets": "skcce.classifier",
+    "Callback": "skcce._callbacks",
     # neighbours
     "knn_indices": "skcce.neighbors",
     # images

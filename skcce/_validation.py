@@ -1,11 +1,70 @@
-"""Input and parameter checks shared by the estimators (they raise ``ValueError``)."""
+"""Input and parameter checks shared by the estimators (they raise ``ValueError``), and warnings.
+
+:func:`warn` is the one way the package warns a user: it points the warning
+at the first frame outside skcce and scikit-learn (:func:`user_stacklevel`),
+i.e. at the caller's own line.
+"""
 
 from __future__ import annotations
+
+import os
+import sys
+import warnings
 
 import numpy as np
 from sklearn.utils.validation import column_or_1d
 
-__all__ = ["check_n_clusters", "check_prior", "check_partial_labels", "seeds_from"]
+__all__ = ["check_n_clusters", "check_prior", "check_partial_labels", "seeds_from",
+           "user_stacklevel", "warn", "PRIOR_TOL"]
+
+#: Tolerance of ``sum(prior) == 1`` (the solvers' tolerance on probability rows).
+PRIOR_TOL = 1e-4
+
+
+def _package_dir(name):
+    module = sys.modules.get(name)
+    return os.path.dirname(module.__file__) + os.sep if module is not None else None
+
+
+def user_stacklevel():
+    """The ``stacklevel`` that makes a warning point at the first frame outside the library.
+
+    Frames of skcce, scikit-learn (its ``_fit_context`` and meta-estimators
+    wrap ``fit``) and :mod:`contextlib` are skipped; counting starts at the
+    function that calls :func:`warnings.warn`, i.e. the caller of this one.
+
+    Examples
+    --------
+    >>> from skcce._validation import user_stacklevel
+    >>> user_stacklevel() >= 1
+    True
+    """
+    internal = tuple(d for d in (_package_dir("skcce"), _package_dir("sklearn"),
+                                 os.path.dirname(warnings.__file__) + os.sep + "contextlib")
+                     if d is not None)
+    frame = sys._getframe(1)  # the function that warns: stacklevel 1
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(internal):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def warn(message, category=UserWarning):
+    """Issue a warning attributed to the user's line (see :func:`user_stacklevel`).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from skcce._validation import warn
+    >>> with warnings.catch_warnings(record=True) as w:
+    ...     warnings.simplefilter("always")
+    ...     warn("careful")
+    >>> str(w[0].message)
+    'careful'
+    """
+    # user_stacklevel counts from this function; warnings.warn is called from here
+    warnings.warn(message, category, stacklevel=user_stacklevel())
 
 
 def check_n_clusters(n_clusters, n_samples):
@@ -27,11 +86,12 @@ def check_n_clusters(n_clusters, n_samples):
         raise ValueError(f"n_clusters={n_clusters} must be <= n_samples={n_samples}")
 
 
-def check_prior(prior, n_clusters):
+def check_prior(prior, n_clusters, fairness="reverse"):
     """Return the prior as a float64 array, or None for uniform.
 
     A prior must have one finite, non-negative entry per cluster, at least
-    one of them positive, and sum to 1 (within 1e-6).
+    one of them positive, and sum to 1 (within :data:`PRIOR_TOL`); the
+    forward fairness :math:`KL(\\bar y\\|u)` needs every entry positive.
 
     Examples
     --------
@@ -49,8 +109,11 @@ def check_prior(prior, n_clusters):
         raise ValueError(f"prior must have shape ({n_clusters},) = (n_clusters,), got {u.shape}")
     if not np.all(np.isfinite(u)) or np.any(u < 0):
         raise ValueError(f"prior must be finite and non-negative, got {u.tolist()}")
-    if abs(u.sum() - 1.0) > 1e-6:
+    if abs(u.sum() - 1.0) > PRIOR_TOL:
         raise ValueError(f"prior must sum to 1, got sum {u.sum():.6g}")
+    if fairness == "forward" and np.any(u == 0):
+        raise ValueError("fairness='forward' needs a prior without zero entries (KL(y|u) is "
+                         "infinite for a cluster with u_k = 0); use fairness='reverse'")
     return u
 
 

@@ -104,7 +104,7 @@ def test_bad_targets(blobs, y, message):
 
 
 def test_augment_needs_images(blobs):
-    with pytest.raises(ValueError, match="augment transforms images"):
+    with pytest.raises(ValueError, match="transforms images"):
         _clf(augment="default").fit(*blobs)
 
 
