@@ -42,7 +42,7 @@ from skcce._callbacks import BatchNormRecalibration, Callback, ProgressBar
 from skcce._checkpoint import estimator_checkpoint
 from skcce._sources import ArraySource, DatasetSource, image_source, is_dataset
 from skcce._training import Trainer, resolve_device
-from skcce._validation import warn
+from skcce._validation import check_float32_range, warn
 from skcce.augment import check_images
 from skcce.networks import BACKBONES, build_model
 
@@ -225,7 +225,9 @@ class _BaseTorchEstimator(BaseEstimator):
         """``(X, layout)``: validated features (layout None) or images checked in place."""
         if self._is_images(X):
             return prepare_images(self, X, image_shape=self.image_shape, reset=reset)
-        return validate_data(self, X, dtype=[np.float64, np.float32], reset=reset), None
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=reset)
+        check_float32_range(X)
+        return X, None
 
     def _source(self, X, layout, y=None):
         """The loop's data source for validated ``X`` (see :mod:`skcce._sources`)."""
@@ -266,12 +268,15 @@ class _BaseTorchEstimator(BaseEstimator):
         return optimizer_factory(self.optimizer, self.lr if lr is None else lr,
                                  self.weight_decay, self.optimizer_params)
 
-    def _make_trainer(self, model, objective, *, generator, source, images, views=None,
-                      callbacks=(), optimizer_state=None, epochs=None, lr=None, tol="default"):
+    def _make_trainer(self, model, objective, *, generator, source, images, n_outputs,
+                      views=None, callbacks=(), optimizer_state=None, epochs=None, lr=None,
+                      tol="default"):
         """A :class:`Trainer` with the estimator's settings and callbacks.
 
         The callbacks run in this order: BatchNorm recalibration, the
         subclass's ``callbacks``, the user's ``callbacks``, the progress bar.
+        A trailing batch with fewer rows than ``n_outputs`` or than half a
+        batch joins the previous one.
         """
         device = self._device()
         epochs = self.max_epochs if epochs is None else epochs
@@ -286,7 +291,11 @@ class _BaseTorchEstimator(BaseEstimator):
                        generator=generator, views=views,
                        tol=self.tol if tol == "default" else tol,
                        n_iter_no_change=self.n_iter_no_change, callbacks=all_callbacks,
-                       optimizer_state=optimizer_state, autocast_dtype=autocast)
+                       optimizer_state=optimizer_state, autocast_dtype=autocast,
+                       min_batch_size=self._min_batch_size(n_outputs))
+
+    def _min_batch_size(self, n_outputs):
+        return max(2, n_outputs, -(-self.batch_size // 2))  # ceil(batch_size / 2)
 
     def _fit_trainer(self, trainer, source, X, *, epochs, tag="", resume=True):
         """Run ``trainer`` for ``epochs``, resuming from and saving to ``checkpoint_dir``."""
@@ -319,8 +328,9 @@ class _BaseTorchEstimator(BaseEstimator):
         else:
             model = self._build_model(source.input_shape, n_outputs, generator)
         trainer = self._make_trainer(model, objective, generator=generator, source=source,
-                                     images=images, views=views, callbacks=callbacks,
-                                     optimizer_state=optimizer_state, epochs=epochs)
+                                     images=images, n_outputs=n_outputs, views=views,
+                                     callbacks=callbacks, optimizer_state=optimizer_state,
+                                     epochs=epochs)
         epochs = self.max_epochs if epochs is None else epochs
         return trainer, self._fit_trainer(trainer, source, X, epochs=epochs, tag=tag,
                                           resume=not warm)
@@ -358,17 +368,30 @@ class _BaseTorchEstimator(BaseEstimator):
             self.__dict__.update(saved)
             raise
 
-    def _end_fit(self, result):
-        """After the fitted state is set: the convergence warning."""
-        self._warn_convergence(result)
+    def _end_fit(self, result, *, interrupted=False, problems=()):
+        """After the fitted state is set: the convergence warning, or re-raise a Ctrl-C."""
+        if interrupted or result.interrupted:
+            raise KeyboardInterrupt
+        self._warn_convergence(result, problems)
 
-    def _warn_convergence(self, result):
-        """The one ConvergenceWarning of a fit that reached ``max_epochs`` before settling."""
-        if self.tol is not None and not (result.converged or result.interrupted
-                                         or result.diverged):
-            warn(f"{type(self).__name__} stopped at max_epochs={self.max_epochs} before the "
-                 f"loss settled (tol={self.tol}); increase max_epochs or tol.",
-                 ConvergenceWarning)
+    def _warn_convergence(self, result, problems=()):
+        """The one ConvergenceWarning of a fit: ``max_epochs`` reached, and ``problems``.
+
+        Parameters
+        ----------
+        result : TrainResult
+            How the kept run ended.
+        problems : sequence of str
+            Further sentences from the subclass, each naming the parameter to
+            change (e.g. unconverged pseudo-label solves).
+        """
+        problems = list(problems)
+        if self.tol is not None and not (result.converged or result.diverged):
+            problems.insert(0, f"{type(self).__name__} stopped at max_epochs={self.max_epochs} "
+                               f"before the loss settled (tol={self.tol}); increase max_epochs "
+                               "or tol.")
+        if problems:
+            warn(" ".join(problems), ConvergenceWarning)
 
 
 # --------------------------------------------------------------------------- shared docs

@@ -56,6 +56,10 @@ class Objective:
 
     prior = None
 
+    def solver_stats(self):
+        """``(solves, unconverged)``: pseudo-label solves so far and how many hit their cap."""
+        return 0, 0
+
     def __call__(self, step, batch) -> StepOutput:
         log_proba = step.log_proba(batch)
         loss, value, y = self.batch_loss(log_proba)
@@ -114,6 +118,8 @@ class SelfLabelingObjective(Objective):
         from skcce.solvers import solve_pseudo_labels
 
         p = proba.detach().to("cpu", torch.float64).numpy()
+        if not np.isfinite(p).all():  # overflowing logits: a diverged step, not a solver error
+            return torch.full_like(proba, float("nan"), dtype=torch.float32)
         p = p / p.sum(axis=1, keepdims=True)
         res = solve_pseudo_labels(p, self.lam, self.prior, self.fairness, self.solver, self.loss,
                                   max_iter=self.solver_max_iter, tol=self.solver_tol, warn=False)
@@ -127,8 +133,17 @@ class SelfLabelingObjective(Objective):
             return collision_cross_entropy(log_proba, y)
         return shannon_cross_entropy(log_proba, y)
 
+    def solver_stats(self):
+        return self.n_solves, self.n_unconverged
+
     def fairness_value(self, y):
-        """:math:`\\lambda KL` of the batch's mean pseudo-label (a number, no gradient)."""
+        """:math:`\\lambda KL` of the batch's mean pseudo-label (a number, no gradient).
+
+        ``lam=0`` is the plain, unbalanced objective: the term is 0 even when
+        a cluster is empty (where the KL is infinite).
+        """
+        if self.lam == 0:
+            return 0.0
         ybar = y.detach().double().mean(dim=0).cpu().numpy()
         kl = kl_prior_reverse_np if self.fairness == "reverse" else kl_prior_forward_np
         return self.lam * kl(ybar, self.prior)
@@ -198,6 +213,9 @@ class CrossNeighborObjective(Objective):
     def evaluate(self, log_proba):
         return self.base.evaluate(log_proba)
 
+    def solver_stats(self):
+        return self.base.solver_stats()
+
 
 class PartialLabelsObjective(Objective):
     """Adds Shannon CE on the labeled rows (label >= 0) to another objective (paper 5.3).
@@ -232,6 +250,9 @@ class PartialLabelsObjective(Objective):
 
     def evaluate(self, log_proba):
         return self.inner.evaluate(log_proba)
+
+    def solver_stats(self):
+        return self.inner.solver_stats()
 
 
 class AugmentedMutualInformationObjective(Objective):

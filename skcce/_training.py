@@ -126,6 +126,7 @@ class EpochRecord:
     cluster_sizes: np.ndarray
     n_batches: int
     duration: float
+    diverged: bool = False
 
 
 @dataclass
@@ -225,7 +226,9 @@ class Trainer:
         Run the forward pass under :func:`torch.autocast` with this dtype
         (bfloat16 for convolutional networks on CUDA).
     min_batch_size : int, default=2
-        A trailing batch smaller than this joins the previous one.
+        A trailing batch smaller than this joins the previous one (a batch
+        of one row breaks BatchNorm; one with fewer rows than clusters
+        cannot fill them all, and its fairness term is then infinite).
 
     Attributes
     ----------
@@ -330,7 +333,13 @@ class Trainer:
         return out
 
     def run_single_epoch(self, source, epoch) -> EpochRecord:
-        """One pass over ``source`` in shuffled mini-batches; loss is NaN if it diverged."""
+        """One pass over ``source`` in shuffled mini-batches.
+
+        The epoch diverged when the loss tensor (what is differentiated)
+        became non-finite.  A non-finite *reported* value with a finite loss
+        (the fairness term of a batch that left a cluster empty) is recorded
+        as it is and does not stop training.
+        """
         start = time.perf_counter()
         total, n_seen, n_batches = 0.0, 0, 0
         counts = None
@@ -338,9 +347,10 @@ class Trainer:
             batch = self.load_batch(source, indices)
             out = self.train_step(batch)
             n_batches += 1
-            if not (np.isfinite(out.value) and torch.isfinite(out.loss)):
-                total, n_seen = float("nan"), 1
-                break
+            if not torch.isfinite(out.loss):
+                return EpochRecord(epoch=epoch, loss=float("nan"), cluster_sizes=np.zeros(0),
+                                   n_batches=n_batches, duration=time.perf_counter() - start,
+                                   diverged=True)
             k = out.log_proba.shape[1]
             c = torch.bincount(out.log_proba.argmax(dim=1), minlength=k).cpu()
             counts = c if counts is None else counts + c
@@ -385,7 +395,7 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_epoch_begin(self, epoch)
             record = self.run_single_epoch(source, epoch)
-            if not np.isfinite(record.loss):
+            if record.diverged:
                 result.diverged = True
                 self.restore()
                 warn(f"The loss became non-finite in epoch {epoch + 1}; the model was restored "

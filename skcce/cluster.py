@@ -30,6 +30,7 @@ from skcce._sources import TargetSource
 from skcce._training import Trainer, TrainResult
 from skcce._validation import (
     check_n_clusters,
+    check_neighbors,
     check_partial_labels,
     check_prior,
     seeds_from,
@@ -55,6 +56,7 @@ class _Run:
     trainer: Trainer
     log_proba: torch.Tensor
     pseudo_labels: torch.Tensor | None
+    solver_stats: tuple = (0, 0)
 
 
 @shared_docs
@@ -184,6 +186,10 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
     cluster_sizes_history_ : ndarray of shape (n_iter_, n_clusters)
         Per epoch, the number of training rows whose prediction fell in each
         cluster during that epoch (what the progress bar shows).
+    n_solver_unconverged_ : int
+        Pseudo-label solves (one per batch) of the last fit that stopped at
+        ``solver_max_iter`` before reaching ``solver_tol``; a fit with any
+        warns once (ConvergenceWarning).
     model_ : torch.nn.Module
         The trained network, on the CPU.
     n_features_in_ : int
@@ -335,9 +341,15 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
                 objective = obj.CrossNeighborObjective(objective, neighbors)
         return obj.PartialLabelsObjective(objective) if labeled else objective
 
-    def _neighbors(self, X, images):
+    def _neighbors(self, X, images, given=None):
+        if given is not None and (images or self.augment is None):
+            raise ValueError("neighbors is a graph over feature vectors for augment='neighbors' "
+                             "or 'cross_neighbors'; it does not apply to "
+                             + ("images" if images else "augment=None"))
         if images or self.augment is None:
             return None  # images use image transforms, not pixel-space neighbours
+        if given is not None:
+            return check_neighbors(given, len(X))
         if X.shape[0] < 2:
             raise ValueError(f"augment={self.augment!r} needs at least 2 samples per call, "
                              f"got n_samples={X.shape[0]}")
@@ -345,8 +357,11 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
 
         extra = {} if self.neighbors_algorithm == "auto" else {
             "algorithm": self.neighbors_algorithm}
+        random_state = self.random_state  # None: a fresh seed, not numpy's global generator
+        if random_state is None:
+            random_state = seeds_from(None, 1)[0]
         return augmentation_neighbors(X, min(self.n_neighbors, X.shape[0] - 1),
-                                      random_state=self.random_state, **extra)
+                                      random_state=random_state, **extra)
 
     def _views(self, images, neighbors):
         """Image transforms, or neighbours of feature vectors (the loop's ``views``)."""
@@ -368,16 +383,31 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
             epochs=epochs, tag=tag)
         if self.refine_epochs and not warm and neighbors is not None:
             self._refine(trainer, source, neighbors, labeled, images)
+        stats = objective.solver_stats()  # of training: the evaluation below solves again
         loss, log_proba, y = self._evaluate(trainer, objective, source)
         return _Run(loss=loss, result=result, trainer=trainer, log_proba=log_proba,
-                    pseudo_labels=y)
+                    pseudo_labels=y, solver_stats=stats)
+
+    def _trivial_run(self, X, source, seed, images):
+        """``n_clusters=1``: every point in the one cluster, nothing to train."""
+        trainer, result = self._train(X, source, seed=seed, objective=None, n_outputs=1,
+                                      images=images, epochs=0)
+        log_proba = trainer.predict_log_proba(source)
+        result.converged = True
+        return _Run(loss=0.0, result=result, trainer=trainer, log_proba=log_proba,
+                    pseudo_labels=torch.ones_like(log_proba))
 
     def _evaluate(self, trainer, objective, source):
-        """Loss, log-probabilities and pseudo-labels of the final model, without views."""
-        order = fixed_order(len(source))  # sorted data must not give single-class batches
+        """Loss, log-probabilities and pseudo-labels of the final model, without views.
+
+        Rows are visited in a fixed shuffled order (sorted data must not give
+        single-class batches), in the batches training used.
+        """
+        order = fixed_order(len(source))
         log_proba = trainer.predict_log_proba(source, order)
-        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        loss, y = obj.evaluate(objective, log_proba, batches)
+        trainer.batch_size, trainer.min_batch_size = (self.batch_size,
+                                                      self._min_batch_size(self.n_clusters))
+        loss, y = obj.evaluate(objective, log_proba, trainer.batch_indices_from(order))
         return loss, log_proba, y
 
     def _refine(self, trainer, source, neighbors, labeled, images):
@@ -393,7 +423,8 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         refine = TargetSource(source, targets.astype(np.float32))
         refiner = self._make_trainer(trainer.model, obj.SoftTargetObjective("collision"),
                                      generator=trainer.generator, source=refine, images=images,
-                                     epochs=self.refine_epochs, lr=self.lr / 10, tol=None)
+                                     n_outputs=self.n_clusters, epochs=self.refine_epochs,
+                                     lr=self.lr / 10, tol=None)
         refiner.fit(refine)
 
     def _prepare(self, X, y, warm):
@@ -402,14 +433,23 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         self._check_params_vs_input(X, images)
         if not warm:
             check_n_clusters(self.n_clusters, len(X))
+        elif self.n_clusters != len(self.cluster_sizes_):
+            raise ValueError(
+                f"n_clusters={self.n_clusters} differs from the n_clusters="
+                f"{len(self.cluster_sizes_)} of the fitted model, which warm_start and "
+                "partial_fit continue; set it back, or fit a new model (warm_start=False)")
         prior = check_prior(self.prior, self.n_clusters, self.fairness)
         labels = check_partial_labels(y, len(X), self.n_clusters)
         return X, self._source(X, layout, labels), images, labels is not None, prior
 
-    def _fit_runs(self, X, y, warm, epochs):
+    def _fit_runs(self, X, y, warm, epochs, neighbors=None):
+        """The best of the restarts, and whether a Ctrl-C stopped them."""
         X, source, images, labeled, prior = self._prepare(X, y, warm)
-        neighbors = self._neighbors(X, images)
         n_init = 1 if warm else self.n_init
+        if self.n_clusters == 1:
+            seed = seeds_from(self.random_state, 1)[0]
+            return self._trivial_run(X, source, seed, images), False
+        neighbors = self._neighbors(X, images, neighbors)
         best = None
         for i, seed in enumerate(seeds_from(self.random_state, n_init)):
             run = self._train_once(X, source, seed, neighbors, labeled, prior, images, warm,
@@ -418,8 +458,8 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
             if best is None or run.loss < best.loss or not np.isfinite(best.loss):
                 best = run
             if run.result.interrupted:
-                break
-        return best
+                return best, True
+        return best, False
 
     def _set_fitted(self, run, append=False):
         labels = run.log_proba.argmax(dim=1).numpy().astype(np.int64)
@@ -437,9 +477,18 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         if append:
             sizes = np.vstack([self.cluster_sizes_history_, sizes])
         self.cluster_sizes_history_ = sizes
+        self.n_solver_unconverged_ = run.solver_stats[1]
+
+    def _convergence_problems(self, run):
+        solves, failed = run.solver_stats
+        if not failed:
+            return []
+        return [f"{failed} of {solves} pseudo-label solves stopped at solver_max_iter="
+                f"{self.solver_max_iter} before reaching solver_tol={self.solver_tol}; increase "
+                "solver_max_iter or solver_tol (or lower lam)."]
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, *, neighbors=None):
         """Train on ``X`` (Algorithm 1), keeping the best of ``n_init`` restarts.
 
         Parameters
@@ -450,6 +499,10 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         y : array-like of shape (n_samples,), default=None
             Partial labels with -1 for unlabeled rows (weak supervision), or
             a ground truth without -1, which is ignored.
+        neighbors : array-like of shape (n_samples, k), default=None
+            A precomputed neighbour graph for ``augment='neighbors'`` or
+            ``'cross_neighbors'`` (row i: ids of the neighbours of row i,
+            never i itself), used instead of computing one.
 
         Returns
         -------
@@ -457,9 +510,10 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
             The fitted estimator.
         """
         with self._fit_state():
-            best = self._fit_runs(X, y, self._warm(), self.max_epochs)
+            best, interrupted = self._fit_runs(X, y, self._warm(), self.max_epochs, neighbors)
             self._set_fitted(best)
-        self._end_fit(best.result)
+        self._end_fit(best.result, interrupted=interrupted,
+                      problems=self._convergence_problems(best))
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -480,11 +534,13 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         """
         with self._fit_state():
             warm = hasattr(self, "model_")
-            run = self._fit_runs(X, y, warm, 1)
+            run, interrupted = self._fit_runs(X, y, warm, 1)
             self._set_fitted(run, append=warm)
+        if interrupted:
+            raise KeyboardInterrupt
         return self
 
-    def fit_predict(self, X, y=None):
+    def fit_predict(self, X, y=None, *, neighbors=None):
         """Fit and return the cluster of each training row (equal to ``fit(X).predict(X)``).
 
         Parameters
@@ -493,13 +549,15 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
             Training data.
         y : array-like of shape (n_samples,), default=None
             Partial labels (see :meth:`fit`).
+        neighbors : array-like of shape (n_samples, k), default=None
+            A precomputed neighbour graph (see :meth:`fit`).
 
         Returns
         -------
         labels : ndarray of shape (n_samples,)
             Cluster ids.
         """
-        return self.fit(X, y).labels_
+        return self.fit(X, y, neighbors=neighbors).labels_
 
     # ------------------------------------------------------------------ inference
     def predict_proba(self, X):
@@ -572,6 +630,8 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
             Minus the mean loss.
         """
         trainer, X, layout = self._predictor(X, batch_size=self.batch_size)
+        if self.n_clusters == 1:
+            return 0.0
         prior = check_prior(self.prior, self.n_clusters, self.fairness)
         objective = self._make_objective(prior, None, False)
         return -float(self._evaluate(trainer, objective, self._source(X, layout))[0])

@@ -1,24 +1,15 @@
 """CollisionClassifier and soft_targets."""
 
-import warnings
 
 import numpy as np
 import pytest
 import torch
+from _helpers import SmallCNN, tiny_images
 from sklearn.datasets import make_blobs
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skcce import CollisionClassifier, soft_targets
 from skcce._training import Trainer
-
-
-@parametrize_with_checks([CollisionClassifier(max_epochs=20, batch_size=32, random_state=0)])
-def test_sklearn_compatible(estimator, check):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        check(estimator)
 
 
 @pytest.fixture(scope="module")
@@ -117,26 +108,10 @@ def test_seed_reproducibility(blobs):
     assert not np.array_equal(a, c)
 
 
-def _digits(n=24, seed=0):
-    """Tiny grey 28x28 'images' of two classes: bright left half vs bright right half."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    X = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-    X[y == 0, :, :14] += 150
-    X[y == 1, :, 14:] += 150
-    return X, y
-
-
-class SmallCNN(torch.nn.Sequential):
-    """A fast stand-in for VGG-4 (tested in test_deep.py); a class, so seeding applies."""
-
-    def __init__(self):
-        super().__init__(torch.nn.Conv2d(1, 4, 3, stride=2), torch.nn.BatchNorm2d(4),
-                         torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(676, 2))
 
 
 def test_images_memmap_and_flat(tmp_path):
-    X, y = _digits()
+    X, y = tiny_images()
     kw = {"model": SmallCNN, "max_epochs": 2, "batch_size": 8, "lr": 1e-3}
     clf = _clf(**kw).fit(X, y)
     assert clf.n_features_in_ == 784
@@ -153,7 +128,7 @@ def test_images_memmap_and_flat(tmp_path):
 
 
 def test_images_with_augmentation_and_dataset():
-    X, y = _digits()
+    X, y = tiny_images()
     dataset = torch.utils.data.TensorDataset(torch.from_numpy(X).unsqueeze(1), torch.zeros(24))
     kw = {"model": SmallCNN, "max_epochs": 1, "batch_size": 8, "augment": "default"}
     a = _clf(**kw).fit(dataset, y)
@@ -180,9 +155,10 @@ def test_checkpoint_resume_matches_uninterrupted_run(blobs, tmp_path, monkeypatc
         return original(self, source, epoch)
 
     monkeypatch.setattr(Trainer, "run_single_epoch", crash_in_epoch_three)
-    with pytest.warns(UserWarning, match="interrupted"):
-        first = _clf(max_epochs=4, checkpoint_dir=tmp_path).fit(X, y)
-    assert first.n_iter_ == 2
+    first = _clf(max_epochs=4, checkpoint_dir=tmp_path)
+    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="interrupted"):
+        first.fit(X, y)
+    assert first.n_iter_ == 2  # the model trained so far is kept
     monkeypatch.setattr(Trainer, "run_single_epoch", original)
     resumed = _clf(max_epochs=4, checkpoint_dir=tmp_path).fit(X, y)
     assert resumed.n_iter_ == 4

@@ -9,6 +9,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from _helpers import SmallCNN, tiny_images
 from sklearn.exceptions import ConvergenceWarning
 
 from skcce import Callback, CollisionClassifier, CollisionClustering
@@ -21,19 +22,6 @@ pytestmark = [
 ]
 
 
-def _images(n=32, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    X = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-    X[y == 0, :, :14] += 150
-    X[y == 1, :, 14:] += 150
-    return X, y
-
-
-class SmallCNN(torch.nn.Sequential):
-    def __init__(self):
-        super().__init__(torch.nn.Conv2d(1, 4, 3, stride=2), torch.nn.BatchNorm2d(4),
-                         torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(676, 2))
 
 
 class _Seen(Callback):
@@ -54,7 +42,7 @@ def _est(**kw):
 
 
 def test_deep_fit_predict_on_cuda_with_bf16_autocast():
-    X, _ = _images()
+    X, _ = tiny_images()
     seen = _Seen()
     est = _est(callbacks=[seen]).fit(X)
     assert seen.device.type == "cuda" and seen.model_device.type == "cuda"
@@ -65,12 +53,12 @@ def test_deep_fit_predict_on_cuda_with_bf16_autocast():
     assert proba.shape == (32, 2) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
     assert np.array_equal(est.predict(X), est.labels_)
     clf = CollisionClassifier(model=SmallCNN, batch_size=8, max_epochs=2, augment="default",
-                              device="cuda", random_state=0).fit(X, _images()[1])
+                              device="cuda", random_state=0).fit(X, tiny_images()[1])
     assert clf.predict(X).shape == (32,)
 
 
 def test_image_batches_are_pinned_for_cuda():
-    X, _ = _images()
+    X, _ = tiny_images()
     est = _est()
     X, layout = est._validate_X(X, reset=True)
     source = est._source(X, layout)
@@ -81,7 +69,7 @@ def test_image_batches_are_pinned_for_cuda():
 
 
 def test_checkpoint_written_on_cuda_resumes_on_cpu(tmp_path, monkeypatch):
-    X, _ = _images()
+    X, _ = tiny_images()
     kw = {"max_epochs": 3, "checkpoint_dir": tmp_path}
     original = Trainer.run_single_epoch
 
@@ -100,7 +88,7 @@ def test_checkpoint_written_on_cuda_resumes_on_cpu(tmp_path, monkeypatch):
 
 
 def test_pickle_across_devices():
-    X, _ = _images()
+    X, _ = tiny_images()
     est = _est().fit(X)
     on_gpu = est.predict_proba(X)
     loaded = pickle.loads(pickle.dumps(est))

@@ -231,3 +231,26 @@ def test_collapse_warning_on_empty_clusters():
         trainer.fit(ArraySource(X))
     assert any(issubclass(w.category, ConvergenceWarning) and "collapse" in str(w.message)
                for w in rec)
+
+
+def test_tail_below_min_batch_size_joins_the_previous_batch():
+    trainer = _trainer()  # batch_size 16
+    trainer.min_batch_size = 8
+    sizes = [len(b) for b in trainer.batch_indices_from(np.arange(16 * 3 + 7))]
+    assert sizes == [16, 16, 23]
+    sizes = [len(b) for b in trainer.batch_indices_from(np.arange(16 * 3 + 8))]
+    assert sizes == [16, 16, 16, 8]
+
+
+def test_infinite_reported_value_with_finite_loss_is_not_divergence():
+    class InfiniteFairness(obj.MutualInformationObjective):
+        def batch_loss(self, log_proba):
+            loss, _, y = super().batch_loss(log_proba)
+            return loss, float("inf"), y  # e.g. KL(u || ybar) of a batch with an empty cluster
+
+    trainer = _trainer(InfiniteFairness(lam=1.0), epochs=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        result = trainer.fit(ArraySource(_data()))
+    assert result.n_epochs == 3 and not result.diverged
+    assert all(r.loss == float("inf") for r in trainer.history)
