@@ -20,3 +20,21 @@ class SmallCNN(torch.nn.Sequential):
     def __init__(self):
         super().__init__(torch.nn.Conv2d(1, 4, 3, stride=2), torch.nn.BatchNorm2d(4),
                          torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(676, 2))
+
+
+def interrupt_after(monkeypatch, n_epochs):
+    """Make every training loop raise KeyboardInterrupt once ``n_epochs`` epochs are done.
+
+    Returns a function that undoes it.
+    """
+    from skcce._training import Trainer
+
+    original = Trainer.run_single_epoch
+
+    def interrupted(self, source, epoch):
+        if len(self.history) == n_epochs:
+            raise KeyboardInterrupt
+        return original(self, source, epoch)
+
+    monkeypatch.setattr(Trainer, "run_single_epoch", interrupted)
+    return lambda: monkeypatch.setattr(Trainer, "run_single_epoch", original)

@@ -10,13 +10,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from _helpers import SmallCNN, tiny_images
+from _helpers import SmallCNN, interrupt_after, tiny_images
 from sklearn.datasets import make_blobs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import StandardScaler
 
 from skcce import Callback, CollisionClassifier, CollisionClustering
-from skcce._training import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -210,14 +209,7 @@ def test_classifier_failed_refit_keeps_previous_fit(blobs):
 @pytest.mark.parametrize("make", [_clu, _clf])
 def test_ctrl_c_keeps_the_model_and_is_re_raised(blobs, make, monkeypatch):
     X, y = blobs
-    original = Trainer.run_single_epoch
-
-    def interrupt_in_epoch_two(self, source, epoch):
-        if len(self.history) == 1:
-            raise KeyboardInterrupt
-        return original(self, source, epoch)
-
-    monkeypatch.setattr(Trainer, "run_single_epoch", interrupt_in_epoch_two)
+    interrupt_after(monkeypatch, 1)
     est = make(max_epochs=5)
     with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="interrupted"):
         _fit(est, X, y)

@@ -4,12 +4,11 @@
 import numpy as np
 import pytest
 import torch
-from _helpers import SmallCNN, tiny_images
+from _helpers import SmallCNN, interrupt_after, tiny_images
 from sklearn.datasets import make_blobs
 from sklearn.preprocessing import StandardScaler
 
 from skcce import CollisionClassifier, soft_targets
-from skcce._training import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -147,19 +146,12 @@ def test_images_with_augmentation_and_dataset():
 def test_checkpoint_resume_matches_uninterrupted_run(blobs, tmp_path, monkeypatch):
     X, y = blobs
     full = _clf(max_epochs=4).fit(X, y)
-    original = Trainer.run_single_epoch
-
-    def crash_in_epoch_three(self, source, epoch):
-        if len(self.history) == 2:
-            raise KeyboardInterrupt
-        return original(self, source, epoch)
-
-    monkeypatch.setattr(Trainer, "run_single_epoch", crash_in_epoch_three)
+    undo = interrupt_after(monkeypatch, 2)
     first = _clf(max_epochs=4, checkpoint_dir=tmp_path)
     with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="interrupted"):
         first.fit(X, y)
     assert first.n_iter_ == 2  # the model trained so far is kept
-    monkeypatch.setattr(Trainer, "run_single_epoch", original)
+    undo()
     resumed = _clf(max_epochs=4, checkpoint_dir=tmp_path).fit(X, y)
     assert resumed.n_iter_ == 4
     np.testing.assert_allclose(resumed.loss_curve_, full.loss_curve_, rtol=1e-6)

@@ -9,11 +9,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from _helpers import SmallCNN, tiny_images
+from _helpers import SmallCNN, interrupt_after, tiny_images
 from sklearn.exceptions import ConvergenceWarning
 
 from skcce import Callback, CollisionClassifier, CollisionClustering
-from skcce._training import Trainer
 
 pytestmark = [
     pytest.mark.gpu,
@@ -71,17 +70,10 @@ def test_image_batches_are_pinned_for_cuda():
 def test_checkpoint_written_on_cuda_resumes_on_cpu(tmp_path, monkeypatch):
     X, _ = tiny_images()
     kw = {"max_epochs": 3, "checkpoint_dir": tmp_path}
-    original = Trainer.run_single_epoch
-
-    def crash_in_epoch_two(self, source, epoch):
-        if len(self.history) == 1:
-            raise KeyboardInterrupt
-        return original(self, source, epoch)
-
-    monkeypatch.setattr(Trainer, "run_single_epoch", crash_in_epoch_two)
+    undo = interrupt_after(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="interrupted"):
         _est(**kw).fit(X)
-    monkeypatch.setattr(Trainer, "run_single_epoch", original)
+    undo()
     resumed = _est(device="cpu", **kw).fit(X)
     assert resumed.n_iter_ == 3
     assert np.isfinite(resumed.loss_curve_).all()

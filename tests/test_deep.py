@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from _helpers import SmallCNN, tiny_images
+from _helpers import SmallCNN, interrupt_after, tiny_images
 from sklearn.datasets import make_blobs
 from sklearn.exceptions import ConvergenceWarning
 
@@ -158,17 +158,10 @@ def test_clustering_checkpoint_resume(tmp_path, monkeypatch):
     X, _ = make_blobs(n_samples=120, centers=3, random_state=0)
     kw = {"lr": 0.05, "max_epochs": 4, "tol": None, "random_state": 0, "batch_size": 32}
     full = CollisionClustering(3, **kw).fit(X)
-    original = Trainer.run_single_epoch
-
-    def crash_in_epoch_two(self, source, epoch):
-        if len(self.history) == 1:
-            raise KeyboardInterrupt
-        return original(self, source, epoch)
-
-    monkeypatch.setattr(Trainer, "run_single_epoch", crash_in_epoch_two)
+    undo = interrupt_after(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="interrupted"):
         CollisionClustering(3, checkpoint_dir=tmp_path, **kw).fit(X)
-    monkeypatch.setattr(Trainer, "run_single_epoch", original)
+    undo()
     resumed = CollisionClustering(3, checkpoint_dir=tmp_path, **kw).fit(X)
     assert resumed.n_iter_ == 4
     np.testing.assert_allclose(resumed.loss_curve_, full.loss_curve_, rtol=1e-6)
