@@ -306,11 +306,15 @@ class _BaseTorchEstimator(BaseEstimator):
         return trainer.fit(source, epochs=epochs)
 
     def _checkpoint(self, X, tag):
+        # Callbacks do not change what is trained, and their repr holds memory addresses:
+        # they stay out of the checkpoint's signature.
+        estimator = copy.copy(self)
+        estimator.callbacks = None
         # estimator_checkpoint(estimator, X, *, tag) fingerprints the raw data; the earlier
         # version of skcce._checkpoint took the number of samples instead
         if "n_samples" in inspect.signature(estimator_checkpoint).parameters:
-            return estimator_checkpoint(self, _n_samples(X), tag=tag)
-        return estimator_checkpoint(self, X, tag=tag)
+            return estimator_checkpoint(estimator, _n_samples(X), tag=tag)
+        return estimator_checkpoint(estimator, X, tag=tag)
 
     def _train(self, X, source, *, seed, objective, n_outputs, images, views=None,
                callbacks=(), warm=False, epochs=None, tag=""):

@@ -1,7 +1,7 @@
-"""Image inputs and batched self-augmentation.
+"""Image inputs, batched self-augmentation, and the training loop's views.
 
-Two concerns live here, both on the path from a user's array to a training
-batch:
+Three concerns live here, all on the path from a user's array to a training
+batch (the data sources themselves are in :mod:`skcce._sources`):
 
 * **Input conversion.**  Images arrive as ``(n, C, H, W)``, ``(n, H, W)`` or
   ``(n, H, W, C)`` arrays, in ``uint8`` (0..255) or float (0..1), or as a
@@ -18,6 +18,10 @@ batch:
   (A :mod:`torchvision.transforms.v2` transform called on a batch tensor
   draws one set of parameters for the whole batch; :class:`PerSample`
   wraps one to draw per image, at the price of a Python loop.)
+* **Views** of a batch, the ``views`` hook of the loop
+  (:class:`skcce._training.ModelStep`): :class:`AugmentViews` gives
+  ``n_augment`` transformed copies of images, :class:`NeighborViews` the
+  batch and a random nearest neighbour of each feature vector.
 """
 
 from __future__ import annotations

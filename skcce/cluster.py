@@ -296,14 +296,12 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
 
     def _check_params_vs_input(self, X, images):
         super()._check_params_vs_input(X, images)
-        labels = self.loss in ("collision", "shannon")
         if self.solver == "em" and (self.loss != "collision" or self.fairness != "reverse"):
             raise ValueError(f"solver='em' solves loss='collision' with fairness='reverse'; got "
                              f"loss={self.loss!r}, fairness={self.fairness!r} (use solver='auto')")
-        if not images and self.augment == "cross_neighbors" and not labels:
-            if self.loss == "mutual_information":
-                raise ValueError("augment='cross_neighbors' needs pseudo-labels; it does not "
-                                 "apply to loss='mutual_information' (use augment='neighbors')")
+        if not images and self.augment == "cross_neighbors" and self.loss == "mutual_information":
+            raise ValueError("augment='cross_neighbors' needs pseudo-labels; it does not apply "
+                             "to loss='mutual_information' (use augment='neighbors')")
         if self.solver == "sinkhorn" and self.fairness != "reverse":
             warn("fairness is ignored by solver='sinkhorn', which balances the clusters to the "
                  "prior exactly; it only changes the reported loss", UserWarning)
@@ -429,8 +427,8 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
 
     def _prepare(self, X, y, warm):
         images = self._is_images(X)
-        X, layout = self._validate_X(X, reset=not warm)
         self._check_params_vs_input(X, images)
+        X, layout = self._validate_X(X, reset=not warm)
         if not warm:
             check_n_clusters(self.n_clusters, len(X))
         elif self.n_clusters != len(self.cluster_sizes_):

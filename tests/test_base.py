@@ -299,3 +299,13 @@ def test_pickle_keeps_callbacks_out_of_the_model(blobs):
     est = _clu(callbacks=[Callback()]).fit(X)
     again = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(again.predict(X), est.predict(X))
+
+
+def test_checkpoint_resumes_with_user_callbacks(blobs, tmp_path, monkeypatch):
+    X, _ = blobs
+    undo = interrupt_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="interrupted"):
+        _clu(max_epochs=3, checkpoint_dir=tmp_path, callbacks=[Callback()]).fit(X)
+    undo()
+    resumed = _clu(max_epochs=3, checkpoint_dir=tmp_path, callbacks=[Callback()]).fit(X)
+    assert resumed.n_iter_ == 3
