@@ -299,7 +299,7 @@ class _BaseTorchEstimator(BaseEstimator):
 
     def _fit_trainer(self, trainer, source, X, *, epochs, tag="", resume=True):
         """Run ``trainer`` for ``epochs``, resuming from and saving to ``checkpoint_dir``."""
-        checkpoint = self._checkpoint(X, tag) if resume else None
+        checkpoint = self._checkpoint(X, tag) if resume and epochs > 0 else None
         if checkpoint is not None:
             trainer.callbacks.append(checkpoint)
             epochs = max(epochs - checkpoint.restore(trainer), 0)
