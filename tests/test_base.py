@@ -309,3 +309,18 @@ def test_checkpoint_resumes_with_user_callbacks(blobs, tmp_path, monkeypatch):
     undo()
     resumed = _clu(max_epochs=3, checkpoint_dir=tmp_path, callbacks=[Callback()]).fit(X)
     assert resumed.n_iter_ == 3
+
+
+@pytest.mark.parametrize("name", ["skcce.CollisionClustering", "skcce.CollisionClassifier",
+                                  "skcce.CollisionClustering.fit", "skcce.Callback"])
+def test_docstrings_are_valid_numpydoc_at_the_source(name):
+    validate = pytest.importorskip("numpydoc.validate").validate
+    import skcce
+
+    obj = skcce
+    for part in name.split(".")[1:]:
+        obj = getattr(obj, part)
+    assert "{shared:" not in obj.__doc__ and "\\\n" not in obj.__doc__
+    ignored = {"GL08", "SA01", "EX01", "ES01", "RT02", "SA04"}
+    errors = [e for e in validate(name)["errors"] if e[0] not in ignored]
+    assert errors == []
