@@ -46,6 +46,8 @@ resumes if and only if
 
 So different data, other parameters or a finished run never resume, and
 two runs of ``cross_validate`` or of a grid search write different files.
+With ``n_init > 1`` only the restart in progress resumes: restarts that had
+finished before the crash deleted their files and are trained again.
 Two identical unseeded fits started at once on one ``checkpoint_dir`` may
 both resume the same interrupted file.
 """
