@@ -77,6 +77,22 @@ def _run(est, X, *, tag="0", epochs=4, crash_after=None):
     return trainer, checkpoint, done
 
 
+def _before_each_epoch(monkeypatch, hook):
+    """Call ``hook(trainer)`` before every epoch of every Trainer (estimator-level tests)."""
+    original = Trainer.run_single_epoch
+
+    def patched(self, source, epoch):
+        hook(self)
+        return original(self, source, epoch)
+
+    monkeypatch.setattr(Trainer, "run_single_epoch", patched)
+
+
+def _interrupt_in_epoch_three(trainer):
+    if len(trainer.history) == 2:
+        raise KeyboardInterrupt
+
+
 def _files(directory):
     return sorted(p.name for p in directory.iterdir())
 
@@ -131,18 +147,11 @@ def test_finished_interrupted_and_diverged_runs(data, tmp_path):
 
 
 def test_unseeded_fit_resumes_the_latest_matching_run(data, tmp_path, monkeypatch):
-    original = Trainer.run_single_epoch
-
-    def crash_in_epoch_three(self, source, epoch):
-        if len(self.history) == 2:
-            raise KeyboardInterrupt
-        return original(self, source, epoch)
-
-    monkeypatch.setattr(Trainer, "run_single_epoch", crash_in_epoch_three)
+    _before_each_epoch(monkeypatch, _interrupt_in_epoch_three)
     with pytest.warns(UserWarning, match="interrupted"):
         crashed = CollisionClustering(3, checkpoint_dir=tmp_path, **KW).fit(data)
     assert len(_files(tmp_path)) == 1
-    monkeypatch.setattr(Trainer, "run_single_epoch", original)
+    monkeypatch.undo()
     resumed = CollisionClustering(3, checkpoint_dir=tmp_path, **KW).fit(data)
     assert resumed.n_iter_ == 4
     np.testing.assert_allclose(resumed.loss_curve_[:2], crashed.loss_curve_, rtol=1e-6)
@@ -319,13 +328,7 @@ def test_checkpoint_dir_that_is_a_file_is_reported_before_training(data, tmp_pat
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
     epochs = []
-    original = Trainer.run_single_epoch
-
-    def counting(self, source, epoch):
-        epochs.append(epoch)
-        return original(self, source, epoch)
-
-    monkeypatch.setattr(Trainer, "run_single_epoch", counting)
+    _before_each_epoch(monkeypatch, epochs.append)
     est = CollisionClustering(3, checkpoint_dir=not_a_dir, random_state=0, **KW)
     with pytest.raises(CheckpointError, match="not a writable directory") as info:
         est.fit(data)
