@@ -267,7 +267,7 @@ def data_fingerprint(X, y=None):
         not loaded).  A ``Dataset`` gives its class, length and a hash of 16
         evenly spaced items.
     y : array-like, default=None
-        Labels or targets, hashed in full.
+        Labels or targets, fingerprinted like ``X`` under the key ``'labels'``.
 
     Returns
     -------
