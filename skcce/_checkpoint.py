@@ -47,7 +47,9 @@ resumes if and only if
 So different data, other parameters or a finished run never resume, and
 two runs of ``cross_validate`` or of a grid search write different files.
 With ``n_init > 1`` only the restart in progress resumes: restarts that had
-finished before the crash deleted their files and are trained again.
+finished before the crash deleted their files and are trained again, and so
+is a run killed after its training loop ended (during the final evaluation
+or ``refine_epochs``).
 Two identical unseeded fits started at once on one ``checkpoint_dir`` may
 both resume the same interrupted file.
 """
