@@ -37,6 +37,7 @@ __all__ = [
     "build_backbone",
     "load_state_dict_file",
     "count_parameters",
+    "WeightsDownloadError",
     "BACKBONES",
     "VGG4_SHAPES",
     "IMAGENET_MEAN",
@@ -56,6 +57,35 @@ VGG4_SHAPES = {
     (3, 32, 32): {"widths": (32, 64, 128, 256), "stride": 1, "out_side": 4},
     (3, 96, 96): {"widths": (128, 256, 512, 1024), "stride": 2, "out_side": 1},
 }
+
+
+class WeightsDownloadError(RuntimeError):
+    """torchvision could not download pretrained weights (no network access).
+
+    Parameters
+    ----------
+    arch : str
+        The architecture, e.g. ``'resnet50'``.
+    weights : str
+        The torchvision weights that were asked for.
+    reason : str
+        Why the download failed.
+
+    Examples
+    --------
+    >>> from skcce.backbones import WeightsDownloadError
+    >>> err = WeightsDownloadError("resnet50", "IMAGENET1K_V2", "no network")
+    >>> err.arch, err.reason
+    ('resnet50', 'no network')
+    """
+
+    def __init__(self, arch, weights, reason):
+        self.arch, self.weights, self.reason = arch, weights, reason
+        super().__init__(
+            f"could not download {arch} weights {weights}: {reason}. On a machine without "
+            f"network access, copy the weights file from a connected machine (torchvision "
+            f"keeps it in ~/.cache/torch/hub/checkpoints/) and pass weights=<that path>."
+        )
 
 
 def _check_shape(input_shape) -> tuple[int, int, int]:
@@ -260,7 +290,13 @@ def load_state_dict_file(path) -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"weights file {path!r} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises KeyError, UnpicklingError, ...
+        raise ValueError(
+            f"{path!r} is not a weights file saved with torch.save "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+        ) from exc
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -314,10 +350,7 @@ def _build_resnet(arch, shape, n_outputs, weights, logit_norm):
         try:
             resnet = builder(weights=resolved)
         except OSError as exc:  # URLError is an OSError
-            raise RuntimeError(
-                f"could not download {arch} weights {resolved}: {exc}. On a machine without "
-                "network access, save the state_dict elsewhere and pass weights=<path>."
-            ) from exc
+            raise WeightsDownloadError(arch, str(resolved), str(exc)) from exc
     return ResNetBackbone(resnet, n_outputs, in_channels=shape[0], normalize=normalize,
                           logit_norm=logit_norm)
 
