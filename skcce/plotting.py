@@ -169,28 +169,17 @@ def _training_attr(estimator, name):
 
 
 def _size_history(estimator):
-    """Per-epoch cluster sizes, from ``cluster_sizes_history_`` or ``history_`` records."""
-    history = _training_attr(estimator, "cluster_sizes_history_")
-    if history is not None:
-        return history
-    records = getattr(estimator, "history_", None)
-    if not records:
-        return None
-    rows = [getattr(r, "cluster_sizes", None) if not isinstance(r, dict)
-            else r.get("cluster_sizes") for r in records]
-    if any(r is None for r in rows):
-        return None
-    return np.asarray(rows, dtype=float)
+    """Per-epoch cluster sizes ``cluster_sizes_history_``, or None."""
+    return _training_attr(estimator, "cluster_sizes_history_")
 
 
 def plot_training(estimator, *, axes=None):
     """Plot the training loss over epochs and the cluster sizes of a fitted estimator.
 
     Reads ``loss_curve_`` (one value per epoch) and, when the estimator
-    keeps one, a per-epoch cluster-size history (``cluster_sizes_history_``
-    of shape (n_epochs, n_clusters), or ``history_`` records with a
-    ``cluster_sizes`` field), drawn as stacked areas; otherwise the final
-    ``cluster_sizes_`` are drawn as bars.
+    keeps one, the per-epoch cluster sizes ``cluster_sizes_history_`` of
+    shape (n_epochs, n_clusters), drawn as stacked areas; otherwise the
+    final ``cluster_sizes_`` are drawn as bars.
 
     Parameters
     ----------
