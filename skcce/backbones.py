@@ -60,7 +60,7 @@ VGG4_SHAPES = {
 
 
 class WeightsDownloadError(RuntimeError):
-    """torchvision could not download pretrained weights (no network access).
+    """Raised when torchvision cannot download pretrained weights (no network access).
 
     Parameters
     ----------
@@ -119,6 +119,8 @@ class VGG4(nn.Module):
     n_outputs : int or None
         Width of the linear head (the number of clusters K).  ``None`` leaves
         the head out, so ``forward`` returns the flattened features.
+    logit_norm : bool, default=False
+        Standardize the logits over the batch (see :func:`make_head`).
 
     Attributes
     ----------
@@ -161,10 +163,47 @@ class VGG4(nn.Module):
         self.head = make_head(self.n_features, n_outputs, logit_norm)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Flattened output of the last convolution block, ``(n, n_features)``."""
+        """Return the flattened output of the last convolution block.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, C, H, W)
+            Images scaled to [0, 1].
+
+        Returns
+        -------
+        features : torch.Tensor of shape (n, n_features)
+            The representation the head reads.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skcce.backbones import VGG4
+        >>> VGG4((3, 32, 32), None).forward_features(torch.zeros(2, 3, 32, 32)).shape
+        torch.Size([2, 4096])
+        """
         return torch.flatten(self.body(x), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the logits ``head(forward_features(x))``, ``(n, n_outputs)``.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, C, H, W)
+            Images scaled to [0, 1].
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (n, n_outputs)
+            The features themselves when ``n_outputs`` is None.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skcce.backbones import VGG4
+        >>> VGG4((1, 28, 28), 10).eval()(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+        """
         return self.head(self.forward_features(x))
 
 
@@ -182,6 +221,8 @@ class ResNetBackbone(nn.Module):
     normalize : bool, default=False
         Apply the ImageNet mean/std normalization inside ``forward`` (used
         with pretrained weights, which expect it).
+    logit_norm : bool, default=False
+        Standardize the logits over the batch (see :func:`make_head`).
 
     Examples
     --------
@@ -206,7 +247,26 @@ class ResNetBackbone(nn.Module):
         self.head = make_head(self.n_features, n_outputs, logit_norm)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Globally average-pooled output of the last residual stage, ``(n, n_features)``."""
+        """Return the globally average-pooled output of the last residual stage.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, C, H, W)
+            Images scaled to [0, 1]; one channel is replicated to three.
+
+        Returns
+        -------
+        features : torch.Tensor of shape (n, n_features)
+            512 values per image for ResNet-18, 2048 for ResNet-50.
+
+        Examples
+        --------
+        >>> import torch, torchvision
+        >>> from skcce.backbones import ResNetBackbone
+        >>> net = ResNetBackbone(torchvision.models.resnet18(), None, in_channels=1)
+        >>> net.forward_features(torch.zeros(2, 1, 32, 32)).shape
+        torch.Size([2, 512])
+        """
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if self.normalize:
@@ -214,6 +274,26 @@ class ResNetBackbone(nn.Module):
         return self.resnet(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the logits ``head(forward_features(x))``, ``(n, n_outputs)``.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, C, H, W)
+            Images scaled to [0, 1].
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (n, n_outputs)
+            The features themselves when ``n_outputs`` is None.
+
+        Examples
+        --------
+        >>> import torch, torchvision
+        >>> from skcce.backbones import ResNetBackbone
+        >>> net = ResNetBackbone(torchvision.models.resnet18(), 3).eval()
+        >>> net(torch.zeros(2, 3, 32, 32)).shape
+        torch.Size([2, 3])
+        """
         return self.head(self.forward_features(x))
 
 
@@ -240,6 +320,7 @@ def make_head(n_features, n_outputs, logit_norm=False):
     Returns
     -------
     head : nn.Module
+        ``nn.Linear``, ``nn.Sequential(Linear, BatchNorm1d)`` or ``nn.Identity``.
 
     Examples
     --------
@@ -423,7 +504,19 @@ def build_backbone(name, input_shape, n_outputs=None, *, weights=None,
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
-    """Number of (trainable) scalar parameters of ``module``.
+    """Count the (trainable) scalar parameters of ``module``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network.
+    trainable_only : bool, default=True
+        Count only parameters with ``requires_grad``.
+
+    Returns
+    -------
+    count : int
+        The number of scalars.
 
     Examples
     --------

@@ -29,7 +29,17 @@ logger = logging.getLogger(__name__)
 
 
 class CLIError(Exception):
-    """A user error; reported as one line, exit status 1."""
+    """A user error; :func:`main` reports it as one line, with exit status 1.
+
+    Examples
+    --------
+    >>> from skcce.cli import CLIError, load_features
+    >>> try:
+    ...     load_features("missing.npy")
+    ... except CLIError as exc:
+    ...     print(exc)
+    features file not found: missing.npy
+    """
 
 
 class _Parser(argparse.ArgumentParser):

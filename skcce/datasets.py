@@ -32,7 +32,7 @@ __all__ = [
     "MNIST_FEATURES_FILE",
 ]
 
-#: Environment variable naming the directory that holds the data files.
+# The environment variable naming the directory that holds the data files.
 DATA_ENV = "SKCCE_DATA"
 MNIST_FILE = "mnist70k.npz"
 MNIST_FEATURES_FILE = "mnist_train10k_effnet_lite0.npz"
@@ -43,7 +43,20 @@ _IDX_FILES = (("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 
 
 class DataNotFoundError(FileNotFoundError):
-    """A data file is not where skcce was told to look for it."""
+    """A data file is not where skcce was told to look for it.
+
+    A :class:`FileNotFoundError`, so ``except FileNotFoundError`` catches it.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from skcce.datasets import DataNotFoundError, load_mnist
+    >>> try:
+    ...     load_mnist(tempfile.mkdtemp())
+    ... except DataNotFoundError as exc:
+    ...     print(str(exc).split(" (")[0])
+    MNIST not found
+    """
 
 
 def _search_dirs(path=None):

@@ -189,6 +189,8 @@ def extract_features(images, model="resnet50", *, weights="DEFAULT", batch_size=
     Returns
     -------
     features : ndarray of shape (n, 2048) or (n, 512), dtype float32
+        One row per image, in the order of ``images`` (sorted paths for a
+        directory).
 
     Examples
     --------

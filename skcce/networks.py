@@ -22,12 +22,12 @@ import numbers
 import torch
 from torch import nn
 
+from skcce.backbones import BACKBONES  # one list of backbone names
+
 __all__ = ["build_model", "LinearClassifier", "MLPClassifier", "seeded_global_rng", "BACKBONES"]
 
 logger = logging.getLogger(__name__)
 
-#: Model names dispatched to :func:`skcce.backbones.build_backbone`.
-BACKBONES = ("vgg4", "resnet18", "resnet50")
 
 
 @contextlib.contextmanager
@@ -98,6 +98,25 @@ class LinearClassifier(nn.Module):
         _kaiming_linear_(self.linear, generator)
 
     def forward(self, x):
+        """Return the logits of the flattened input.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, ...)
+            Inputs; everything after the first axis is flattened.
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (n, n_outputs)
+            One row of logits per input.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skcce.networks import LinearClassifier
+        >>> LinearClassifier(4, 3)(torch.zeros(5, 2, 2)).shape
+        torch.Size([5, 3])
+        """
         return self.linear(x.flatten(1))
 
 
@@ -153,6 +172,25 @@ class MLPClassifier(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):
+        """Return the logits of the flattened input.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, ...)
+            Inputs; everything after the first axis is flattened.
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (n, n_outputs)
+            One row of logits per input.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skcce.networks import MLPClassifier
+        >>> MLPClassifier(4, 3, hidden_layer_sizes=(8,)).eval()(torch.zeros(5, 4)).shape
+        torch.Size([5, 3])
+        """
         return self.net(x.flatten(1))
 
 

@@ -104,6 +104,7 @@ def plot_confusion_matrix(y_true, y_pred, *, normalize=False, show_sizes=True, t
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The figure drawn on (the figure of ``axes`` or ``ax`` when given).
 
     Examples
     --------
@@ -192,6 +193,7 @@ def plot_training(estimator, *, axes=None):
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The figure drawn on (the figure of ``axes`` or ``ax`` when given).
 
     Raises
     ------
@@ -242,7 +244,7 @@ def plot_training(estimator, *, axes=None):
 
 
 def collision_and_shannon_curves(y, x):
-    r"""Values of :math:`H_2(y, \sigma)` (eq. 9) and :math:`H(y, \sigma)` (eq. 8) for binary σ.
+    r"""Compute :math:`H_2(y, \sigma)` (eq. 9) and :math:`H(y, \sigma)` (eq. 8) for binary σ.
 
     Parameters
     ----------
@@ -303,6 +305,7 @@ def plot_collision_vs_shannon(targets=FIGURE1_TARGETS, *, n_points=401, ylim=(0.
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The figure drawn on (the figure of ``axes`` or ``ax`` when given).
 
     Examples
     --------
@@ -371,6 +374,7 @@ def plot_solver_convergence(histories, *, tol=None, log_time=False, ax=None):
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The figure drawn on (the figure of ``axes`` or ``ax`` when given).
 
     Examples
     --------
