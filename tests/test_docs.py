@@ -111,6 +111,9 @@ def test_every_reproduction_page_is_in_the_toctree():
 def test_readme_quick_start_and_markers():
     readme = (REPO / "README.md").read_text()
     assert 'pip install -e ".[dev]" && skcce demo' in readme
+    cpu = readme.index("--index-url https://download.pytorch.org/whl/cpu")
+    assert cpu < readme.index('pip install -e ".[dev]"')  # CPU torch first
+    assert "skcce bench" not in readme and "SKCCE_DATA" in readme
     assert 'pip install -e ".[dev]" && python -m pytest' in readme
     assert readme.count(update_readme.START) == 1 and readme.count(update_readme.END) == 1
     assert "Collision Cross-entropy for Soft Class Labels and Deep Clustering" in readme
@@ -121,9 +124,9 @@ def test_readme_splice_copies_tables_and_is_idempotent(tmp_path):
     reports.mkdir()
     (reports / "solvers.md").write_text(
         "# Solvers\n\nMachine: x; date: 2026-01-02 03:04 UTC.\n\n"
-        "| solver | s |\n|---|---|\n| EM | 0.1 |\n\ntrailing text\n\n| second | table |\n")
+        "| solver | s |\n|---|---|\n| EM | 0.1 |\n\ntrailing text\n\n| zzz | table |\n")
     section = update_readme.results_section(str(reports))
-    assert "| EM | 0.1 |" in section and "second" not in section
+    assert "| EM | 0.1 |" in section and "zzz" not in section
     assert "2026-01-02 03:04 UTC" in section
     assert "Not generated yet: run `python benchmarks/bench_deep.py`" in section
     readme = f"intro\n{update_readme.START}\nold\n{update_readme.END}\nend\n"
@@ -204,3 +207,38 @@ def test_first_table_after_a_heading():
     assert update_readme.first_table(md) == ["| a |", "|---|", "| 1 |"]
     assert update_readme.first_table(md, "Speedup") == ["| b |", "|---|", "| 2 |"]
     assert update_readme.first_table(md, "absent") == ["| a |", "|---|", "| 1 |"]
+
+
+def test_readme_results_are_generated_and_readable():
+    assert update_readme.main(["--check"]) == 0  # the README is what the script writes
+    readme = (REPO / "README.md").read_text()
+    section = readme.split(update_readme.START)[1].split(update_readme.END)[0]
+    for report in update_readme.REPORTS:
+        block = section.split(f"#### {report.heading}\n", 1)[1].split("#### ")[0]
+        assert report.caption in block
+        if "Not generated yet" in block:
+            continue
+        assert "\nLegend: **" in block
+        table = [[c.strip() for c in line.strip().strip("|").split("|")]
+                 for line in block.splitlines() if line.startswith("|")]
+        header, rows = table[0], table[2:]
+        assert "M" not in header
+        assert not any("effnet" in cell for row in rows for cell in row)
+        # no two rows with the same measurements (a configuration shown twice)
+        name_at = header.index("method") if "method" in header else 0
+        measured = [i for i, c in enumerate(header) if i != name_at and c not in report.timing]
+        keyed = [tuple(row[i] for i in measured) for row in rows]
+        assert len(keyed) == len(set(keyed)), report.name
+
+
+def test_same_configuration_rows_are_merged_only_when_equal():
+    report = update_readme.Report("r", "R", "cmd", "caption", [("a", "b")],
+                                  values={"dataset": {"d": "Data D"}}, columns={"t": "time"},
+                                  same={"default": "cross"}, timing=("t",))
+    table = ["| dataset | method | acc | t |", "|---|---|---|---|",
+             "| d | cross | 1.0 | 3 |", "| d | default | 1.0 | 4 |", "| d | other | 2.0 | 5 |"]
+    out = update_readme.readable_table(table, report)
+    assert out == ["| dataset | method | acc | time |", "|---|---|---|---|",
+                   "| Data D | default (= cross) | 1.0 | 4 |", "| Data D | other | 2.0 | 5 |"]
+    table[3] = "| d | default | 1.5 | 4 |"  # measured cells differ: both rows stay
+    assert len(update_readme.readable_table(table, report)) == 5
