@@ -106,7 +106,33 @@ def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
     ]
 
 
-class VGG4(nn.Module):
+class _Backbone(nn.Module):
+    """A network with ``forward_features`` and a ``head``; ``forward`` chains the two."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the logits ``head(forward_features(x))``, ``(n, n_outputs)``.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, C, H, W)
+            The images, as :meth:`forward_features` takes them.
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (n, n_outputs)
+            The features themselves when ``n_outputs`` is None.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skcce.backbones import VGG4
+        >>> VGG4((1, 28, 28), 10).eval()(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+        """
+        return self.head(self.forward_features(x))
+
+
+class VGG4(_Backbone):
     """The paper's VGG-4 network (appendix D, Table 7).
 
     Four 5x5 convolutions (each followed by batch normalization and ReLU),
@@ -184,30 +210,8 @@ class VGG4(nn.Module):
         """
         return torch.flatten(self.body(x), 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the logits ``head(forward_features(x))``, ``(n, n_outputs)``.
 
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, C, H, W)
-            Images scaled to [0, 1].
-
-        Returns
-        -------
-        logits : torch.Tensor of shape (n, n_outputs)
-            The features themselves when ``n_outputs`` is None.
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skcce.backbones import VGG4
-        >>> VGG4((1, 28, 28), 10).eval()(torch.zeros(2, 1, 28, 28)).shape
-        torch.Size([2, 10])
-        """
-        return self.head(self.forward_features(x))
-
-
-class ResNetBackbone(nn.Module):
+class ResNetBackbone(_Backbone):
     """A torchvision ResNet with a fresh linear head of ``n_outputs`` units.
 
     Parameters
@@ -272,29 +276,6 @@ class ResNetBackbone(nn.Module):
         if self.normalize:
             x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         return self.resnet(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the logits ``head(forward_features(x))``, ``(n, n_outputs)``.
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, C, H, W)
-            Images scaled to [0, 1].
-
-        Returns
-        -------
-        logits : torch.Tensor of shape (n, n_outputs)
-            The features themselves when ``n_outputs`` is None.
-
-        Examples
-        --------
-        >>> import torch, torchvision
-        >>> from skcce.backbones import ResNetBackbone
-        >>> net = ResNetBackbone(torchvision.models.resnet18(), 3).eval()
-        >>> net(torch.zeros(2, 3, 32, 32)).shape
-        torch.Size([2, 3])
-        """
-        return self.head(self.forward_features(x))
 
 
 def make_head(n_features, n_outputs, logit_norm=False):

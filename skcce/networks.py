@@ -71,7 +71,36 @@ def _kaiming_linear_(layer: nn.Linear, generator) -> None:
         nn.init.zeros_(layer.bias)
 
 
-class LinearClassifier(nn.Module):
+class _FlatInputClassifier(nn.Module):
+    """A classifier of flattened inputs; subclasses return their layers from ``_logits``."""
+
+    def _logits(self):
+        raise NotImplementedError
+
+    def forward(self, x):
+        """Return the logits of the flattened input.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, ...)
+            Inputs; everything after the first axis is flattened.
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (n, n_outputs)
+            One row of logits per input.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skcce.networks import LinearClassifier
+        >>> LinearClassifier(4, 3)(torch.zeros(5, 2, 2)).shape
+        torch.Size([5, 3])
+        """
+        return self._logits()(x.flatten(1))
+
+
+class LinearClassifier(_FlatInputClassifier):
     """One linear layer, Kaiming-initialized with zero bias (the paper, appendix D).
 
     Parameters
@@ -97,30 +126,11 @@ class LinearClassifier(nn.Module):
         self.linear = nn.Linear(n_features, n_outputs)
         _kaiming_linear_(self.linear, generator)
 
-    def forward(self, x):
-        """Return the logits of the flattened input.
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, ...)
-            Inputs; everything after the first axis is flattened.
-
-        Returns
-        -------
-        logits : torch.Tensor of shape (n, n_outputs)
-            One row of logits per input.
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skcce.networks import LinearClassifier
-        >>> LinearClassifier(4, 3)(torch.zeros(5, 2, 2)).shape
-        torch.Size([5, 3])
-        """
-        return self.linear(x.flatten(1))
+    def _logits(self):
+        return self.linear
 
 
-class MLPClassifier(nn.Module):
+class MLPClassifier(_FlatInputClassifier):
     """Fully connected network: (Linear, [BatchNorm1d], ReLU) blocks and a linear output layer.
 
     Parameters
@@ -171,27 +181,8 @@ class MLPClassifier(nn.Module):
         layers.append(head)
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x):
-        """Return the logits of the flattened input.
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, ...)
-            Inputs; everything after the first axis is flattened.
-
-        Returns
-        -------
-        logits : torch.Tensor of shape (n, n_outputs)
-            One row of logits per input.
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skcce.networks import MLPClassifier
-        >>> MLPClassifier(4, 3, hidden_layer_sizes=(8,)).eval()(torch.zeros(5, 4)).shape
-        torch.Size([5, 3])
-        """
-        return self.net(x.flatten(1))
+    def _logits(self):
+        return self.net
 
 
 class _WithHead(nn.Module):
