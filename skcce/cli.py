@@ -42,14 +42,23 @@ class CLIError(Exception):
     """
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` after every option that has a default worth stating."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose usage errors are one line (plus a hint), exit status 2.
 
-    Every ``--help`` shows the defaults (``ArgumentDefaultsHelpFormatter``).
+    Every ``--help`` shows the defaults.
     """
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message):
@@ -407,6 +416,8 @@ def _weights_argument(text):
     """``--weights`` as extract_features takes it: None, a torchvision name or a file."""
     if text.lower() in ("none", "random"):
         return None
+    if text.lower() == "default" and not Path(text).is_file():
+        return "DEFAULT"
     if Path(text).is_file():
         return text
     if text.replace("_", "").isalnum() and text.upper() == text:
@@ -460,16 +471,20 @@ def _build_parser():
     demo.set_defaults(func=_cmd_demo)
 
     fit = sub.add_parser("fit", help="cluster a feature matrix (.npy, .npz, .csv)",
-                         description="Cluster a feature matrix with CollisionClustering. "
-                                     "Options left unset keep the estimator's defaults.")
+                         description="Cluster a feature matrix with CollisionClustering; the "
+                                     "defaults are the estimator's.")
+    defaults = _estimator_defaults()
     fit.add_argument("features", help=".npy (2-D), .npz (X [, y]) or .csv file")
     fit.add_argument("--n-clusters", type=int, required=True, help="number of clusters K")
-    fit.add_argument("--lam", type=float, help="fairness weight (None: estimator default)")
-    fit.add_argument("--max-epochs", type=int, help="training epochs")
-    fit.add_argument("--n-init", type=int, help="restarts; the lowest final loss is kept")
-    fit.add_argument("--batch-size", type=int, help="mini-batch size")
-    fit.add_argument("--lr", type=float, help="learning rate")
-    fit.add_argument("--device", help="'auto', 'cpu' or 'cuda'")
+    fit.add_argument("--lam", type=float, default=defaults["lam"], help="fairness weight")
+    fit.add_argument("--max-epochs", type=int, default=defaults["max_epochs"],
+                     help="training epochs")
+    fit.add_argument("--n-init", type=int, default=defaults["n_init"],
+                     help="restarts; the lowest final loss is kept")
+    fit.add_argument("--batch-size", type=int, default=defaults["batch_size"],
+                     help="mini-batch size")
+    fit.add_argument("--lr", type=float, default=defaults["lr"], help="learning rate")
+    fit.add_argument("--device", default=defaults["device"], help="'auto', 'cpu' or 'cuda'")
     fit.add_argument("--seed", type=int, default=0, help="random seed")
     fit.add_argument("--no-standardize", action="store_true",
                      help="do not standardize the features first")
@@ -498,6 +513,16 @@ def _build_parser():
     ext.add_argument("--out", required=True, help="output .npy file")
     ext.set_defaults(func=_cmd_extract)
     return parser
+
+
+def _estimator_defaults():
+    """The defaults of CollisionClustering's parameters, for ``skcce fit --help``."""
+    import inspect
+
+    from skcce import CollisionClustering
+
+    return {name: p.default for name, p in
+            inspect.signature(CollisionClustering).parameters.items()}
 
 
 def _version():

@@ -122,8 +122,19 @@ def test_python_dash_m_skcce(tmp_path):
     assert proc.stderr.strip().startswith("skcce fit: error: features file not found")
 
 
+def _estimator_default(name):
+    import inspect
+
+    from skcce import CollisionClustering
+
+    return inspect.signature(CollisionClustering).parameters[name].default
+
+
 @pytest.mark.parametrize("command, needles", [
-    ("fit", ["--lam LAM", "(default: None)", "--seed SEED", "(default: 0)"]),
+    ("fit", [f"fairness weight (default: {_estimator_default('lam')})",
+             f"learning rate (default: {_estimator_default('lr')})",
+             f"training epochs (default: {_estimator_default('max_epochs')})",
+             "random seed (default: 0)"]),
     ("extract", ["(default: resnet50)", "(default: 64)", "(default: 224)", "--image-shape"]),
 ])
 def test_help_shows_defaults(capsys, command, needles):
@@ -131,6 +142,7 @@ def test_help_shows_defaults(capsys, command, needles):
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     for needle in needles:
         assert needle in out, needle
+    assert "(default: None)" not in out and "(default: False)" not in out
 
 
 # ----------------------------------------------------------------- unreadable input files
