@@ -58,11 +58,6 @@ numpydoc_validation_checks = {"all", "SA01", "ES01", "RT02"}
 # Only for objects of modules whose docstrings are being rewritten on other branches
 # (patterns are matched against the full name).
 numpydoc_validation_exclude = {
-    # pending fix in skcce/cluster.py
-    r"^skcce\.CollisionClustering\.(fit|fit_predict|partial_fit|predict|predict_proba|score|"
-    r"transform)$",
-    # pending fix in skcce/classifier.py
-    r"^skcce\.CollisionClassifier\.(fit|predict|predict_proba)$",
     # pending fix in skcce/losses.py
     r"^skcce\.losses\.(collision_cross_entropy_np|shannon_cross_entropy_np|kl_prior_forward_np|"
     r"kl_prior_reverse_np)$",

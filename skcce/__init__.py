@@ -28,6 +28,7 @@ _EXPORTS = {
     "CollisionClassifier": "skcce.classifier",
     "soft_targets": "skcce.classifier",
     "Callback": "skcce._callbacks",
+    "CheckpointError": "skcce._checkpoint",
     # neighbours
     "knn_indices": "skcce.neighbors",
     # images

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import inspect
 import math
 import numbers
 import os
@@ -174,10 +173,6 @@ def prepare_images(estimator, X, *, image_shape=None, reset=True):
     return X, layout
 
 
-def _n_samples(X):
-    return len(X)
-
-
 def _state_to_cpu(state):
     if isinstance(state, torch.Tensor):
         return state.detach().to("cpu", copy=True)
@@ -299,22 +294,17 @@ class _BaseTorchEstimator(BaseEstimator):
 
     def _fit_trainer(self, trainer, source, X, *, epochs, tag="", resume=True):
         """Run ``trainer`` for ``epochs``, resuming from and saving to ``checkpoint_dir``."""
-        checkpoint = self._checkpoint(X, tag) if resume and epochs > 0 else None
+        checkpoint = self._checkpoint(source, X, tag) if resume and epochs > 0 else None
         if checkpoint is not None:
             trainer.callbacks.append(checkpoint)
             epochs = max(epochs - checkpoint.restore(trainer), 0)
         return trainer.fit(source, epochs=epochs)
 
-    def _checkpoint(self, X, tag):
-        # Callbacks do not change what is trained, and their repr holds memory addresses:
-        # they stay out of the checkpoint's signature.
-        estimator = copy.copy(self)
-        estimator.callbacks = None
-        # estimator_checkpoint(estimator, X, *, tag) fingerprints the raw data; the earlier
-        # version of skcce._checkpoint took the number of samples instead
-        if "n_samples" in inspect.signature(estimator_checkpoint).parameters:
-            return estimator_checkpoint(estimator, _n_samples(X), tag=tag)
-        return estimator_checkpoint(estimator, X, tag=tag)
+    def _checkpoint(self, source, X, tag):
+        # the fingerprint covers the labels or targets too: other targets on the same X
+        # must not resume
+        y = getattr(source, "targets", getattr(source, "y", None))
+        return estimator_checkpoint(self, X, tag=tag, y=y)
 
     def _train(self, X, source, *, seed, objective, n_outputs, images, views=None,
                callbacks=(), warm=False, epochs=None, tag=""):
@@ -445,9 +435,12 @@ _PARAMETER_DOCS = {
     estimator fits in a Pipeline).""",
     "checkpoint_dir": """checkpoint_dir : str or os.PathLike, default=None
     Save the model, optimizer, epoch and random-generator states there
-    after every epoch; a later ``fit`` with the same settings and data
-    resumes from it (``max_epochs``, ``tol`` and ``device`` may differ),
-    so a crash or ``KeyboardInterrupt`` loses at most one epoch.""",
+    after every epoch; a later ``fit`` with the same settings and the same
+    data (a fingerprint of its rows and labels) resumes from it
+    (``max_epochs``, ``tol`` and ``device`` may differ), so a crash or
+    ``KeyboardInterrupt`` loses at most one epoch.  A finished fit removes
+    its file.  The reliability page of the docs says exactly when a fit
+    resumes.""",
     "device": """device : {'auto', 'cpu', 'cuda'} or torch.device, default='auto'
     Where to train and predict ('auto': CUDA when available; 'cuda:1' and
     'mps' work too).  The fitted :attr:`model_` is kept on the CPU, so a

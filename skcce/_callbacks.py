@@ -34,7 +34,20 @@ class Callback:
     """Base class with no-op hooks; subclass it and override what you need.
 
     A hook may set ``trainer.stop_training = True`` to end the loop after the
-    current batch (the epoch's record is still kept).
+    current batch (the epoch's record is still kept).  The hooks, all no-ops
+    here, are called with the :class:`Trainer` first:
+
+    ===============================================  ================================
+    hook                                             called
+    ===============================================  ================================
+    ``on_train_begin(trainer)``                      once, before the first epoch
+    ``on_epoch_begin(trainer, epoch)``               before each epoch (from 0)
+    ``on_batch_end(trainer, batch, output)``         after each gradient step, with
+                                                     the ``Batch`` and ``StepOutput``
+    ``on_epoch_end(trainer, record)``                after each finished epoch, with
+                                                     its ``EpochRecord``
+    ``on_train_end(trainer, result)``                once, with the ``TrainResult``
+    ===============================================  ================================
 
     Examples
     --------

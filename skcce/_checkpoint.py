@@ -628,13 +628,7 @@ def estimator_checkpoint(estimator, X, *, tag="", y=None):
         return None
     params = {k: v for k, v in estimator.get_params(deep=False).items()
               if k not in _RESUMABLE_CHANGES}
-    if isinstance(X, numbers.Integral):
-        # Legacy call estimator_checkpoint(self, n_samples) of the estimators before they pass
-        # their data; remove once every call site passes X.
-        data = {"n_samples": int(X),
-                "n_features_in": int(getattr(estimator, "n_features_in_", -1))}
-    else:
-        data = data_fingerprint(X, y)
+    data = data_fingerprint(X, y)
     signature = _stable({"format": _FORMAT, "estimator": _qualname(type(estimator)),
                          "params": params, "data": data})
     key = _sha(json.dumps(signature, sort_keys=True).encode())[:16]

@@ -391,6 +391,8 @@ class Trainer:
         """The epoch loop: history, early stop and divergence."""
         self.snapshot()
         best, no_improve = np.inf, 0
+        for record in self.history:  # a resumed run continues the early-stop count
+            best, no_improve = _early_stop_update(best, no_improve, record.loss, self.tol)
         for epoch in range(epochs):
             for cb in self.callbacks:
                 cb.on_epoch_begin(self, epoch)
@@ -409,12 +411,10 @@ class Trainer:
                          record.cluster_sizes.tolist())
             for cb in self.callbacks:
                 cb.on_epoch_end(self, record)
-            if self.tol is not None:
-                no_improve = no_improve + 1 if record.loss > best - self.tol else 0
-                best = min(best, record.loss)
-                if no_improve >= self.n_iter_no_change:
-                    result.converged = True
-                    break
+            best, no_improve = _early_stop_update(best, no_improve, record.loss, self.tol)
+            if self.tol is not None and no_improve >= self.n_iter_no_change:
+                result.converged = True
+                break
             if self.stop_training:
                 break
 
@@ -452,3 +452,11 @@ class Trainer:
                 out = torch.empty((n, lp.shape[1]), dtype=torch.float32)
             out[torch.from_numpy(np.asarray(idx))] = lp
         return out
+
+
+def _early_stop_update(best, no_improve, loss, tol):
+    """``(best, epochs without an improvement of tol)`` after an epoch of ``loss``."""
+    if tol is None:
+        return min(best, loss), 0
+    no_improve = no_improve + 1 if loss > best - tol else 0
+    return min(best, loss), no_improve

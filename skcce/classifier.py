@@ -217,6 +217,15 @@ class CollisionClassifier(ClassifierMixin, _BaseTorchEstimator):
         -------
         self : CollisionClassifier
             The fitted estimator.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import make_blobs
+        >>> from skcce import CollisionClassifier
+        >>> X, y = make_blobs(n_samples=60, centers=3, random_state=0)
+        >>> clf = CollisionClassifier(max_epochs=5, random_state=0).fit(X, y)
+        >>> clf.classes_.tolist(), clf.n_iter_
+        ([0, 1, 2], 5)
         """
         with self._fit_state():
             images = self._is_images(X)
@@ -264,6 +273,15 @@ class CollisionClassifier(ClassifierMixin, _BaseTorchEstimator):
         -------
         proba : ndarray of shape (n_samples, n_classes), dtype float64
             Rows sum to 1.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import make_blobs
+        >>> from skcce import CollisionClassifier
+        >>> X, y = make_blobs(n_samples=60, centers=3, random_state=0)
+        >>> clf = CollisionClassifier(max_epochs=5, random_state=0).fit(X, y)
+        >>> clf.predict_proba(X[:2]).sum(axis=1).round(6).tolist()
+        [1.0, 1.0]
         """
         proba = np.exp(self.predict_log_proba(X).astype(np.float64))
         return proba / proba.sum(axis=1, keepdims=True)
@@ -280,6 +298,15 @@ class CollisionClassifier(ClassifierMixin, _BaseTorchEstimator):
         -------
         labels : ndarray of shape (n_samples,)
             Entries of :attr:`classes_`.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import make_blobs
+        >>> from skcce import CollisionClassifier
+        >>> X, y = make_blobs(n_samples=60, centers=3, random_state=0)
+        >>> clf = CollisionClassifier(max_epochs=5, random_state=0).fit(X, y)
+        >>> clf.predict(X[:4]).shape
+        (4,)
         """
         log_proba = self.predict_log_proba(X)  # checks that the estimator is fitted
         return self.classes_[log_proba.argmax(axis=1)]

@@ -183,7 +183,7 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         Whether the early stop was reached before ``max_epochs``.
     cluster_sizes_ : ndarray of shape (n_clusters,)
         Number of training rows in each cluster.
-    cluster_sizes_history_ : ndarray of shape (n_iter_, n_clusters)
+    cluster_sizes_history_ : ndarray of shape (``n_iter_``, n_clusters)
         Per epoch, the number of training rows whose prediction fell in each
         cluster during that epoch (what the progress bar shows).
     n_solver_unconverged_ : int
@@ -194,7 +194,7 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         The trained network, on the CPU.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Feature names, when X has string column names.
 
     See Also
@@ -506,6 +506,15 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         -------
         self : CollisionClustering
             The fitted estimator.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import make_blobs
+        >>> from skcce import CollisionClustering
+        >>> X, _ = make_blobs(n_samples=60, centers=3, random_state=0)
+        >>> est = CollisionClustering(n_clusters=3, max_epochs=2, random_state=0).fit(X)
+        >>> est.labels_.shape, est.n_iter_
+        ((60,), 2)
         """
         with self._fit_state():
             best, interrupted = self._fit_runs(X, y, self._warm(), self.max_epochs, neighbors)
@@ -529,6 +538,17 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         -------
         self : CollisionClustering
             The updated estimator; ``labels_`` and ``pseudo_labels_`` refer to this chunk.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import make_blobs
+        >>> from skcce import CollisionClustering
+        >>> X, _ = make_blobs(n_samples=60, centers=3, random_state=0)
+        >>> est = CollisionClustering(n_clusters=3, random_state=0)
+        >>> for chunk in (X[:30], X[30:]):
+        ...     est = est.partial_fit(chunk)
+        >>> est.n_iter_
+        2
         """
         with self._fit_state():
             warm = hasattr(self, "model_")
@@ -554,6 +574,14 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         -------
         labels : ndarray of shape (n_samples,)
             Cluster ids.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import make_blobs
+        >>> from skcce import CollisionClustering
+        >>> X, _ = make_blobs(n_samples=60, centers=3, random_state=0)
+        >>> CollisionClustering(n_clusters=3, max_epochs=2, random_state=0).fit_predict(X).shape
+        (60,)
         """
         return self.fit(X, y, neighbors=neighbors).labels_
 
@@ -570,6 +598,15 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         -------
         proba : ndarray of shape (n_samples, n_clusters)
             In the dtype of ``X`` (float32 or float64; float32 for images).
+
+        Examples
+        --------
+        >>> from sklearn.datasets import make_blobs
+        >>> from skcce import CollisionClustering
+        >>> X, _ = make_blobs(n_samples=60, centers=3, random_state=0)
+        >>> est = CollisionClustering(n_clusters=3, max_epochs=2, random_state=0).fit(X)
+        >>> est.predict_proba(X[:2]).sum(axis=1).round(6).tolist()
+        [1.0, 1.0]
         """
         log_proba, X = self._predict_log_proba(X)
         proba = log_proba.double().exp()
@@ -590,6 +627,15 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         -------
         labels : ndarray of shape (n_samples,)
             Cluster ids in ``[0, n_clusters)``.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import make_blobs
+        >>> from skcce import CollisionClustering
+        >>> X, _ = make_blobs(n_samples=60, centers=3, random_state=0)
+        >>> est = CollisionClustering(n_clusters=3, max_epochs=2, random_state=0).fit(X)
+        >>> bool((est.predict(X) == est.labels_).all())
+        True
         """
         return self._predict_log_proba(X)[0].argmax(dim=1).numpy().astype(np.int64)
 
@@ -605,6 +651,15 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         -------
         proba : ndarray of shape (n_samples, n_clusters)
             Rows of :math:`\\sigma`.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import make_blobs
+        >>> from skcce import CollisionClustering
+        >>> X, _ = make_blobs(n_samples=60, centers=3, random_state=0)
+        >>> est = CollisionClustering(n_clusters=3, max_epochs=2, random_state=0).fit(X)
+        >>> est.transform(X[:2]).shape
+        (2, 3)
         """
         return self.predict_proba(X)
 
@@ -626,6 +681,15 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         -------
         score : float
             Minus the mean loss.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import make_blobs
+        >>> from skcce import CollisionClustering
+        >>> X, _ = make_blobs(n_samples=60, centers=3, random_state=0)
+        >>> est = CollisionClustering(n_clusters=3, max_epochs=2, random_state=0).fit(X)
+        >>> isinstance(est.score(X), float)
+        True
         """
         trainer, X, layout = self._predictor(X, batch_size=self.batch_size)
         if self.n_clusters == 1:

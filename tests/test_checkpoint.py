@@ -121,8 +121,6 @@ def test_other_data_of_the_same_shape_does_not_resume(data, tmp_path):
     assert estimator_checkpoint(est, data, tag="0").restore(_trainer()) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="the estimators still call estimator_checkpoint with "
-                   "len(X) (legacy key: parameters and shape); remove this mark once they pass X")
 def test_estimator_does_not_resume_on_other_data_of_the_same_shape(data, tmp_path,
                                                                    monkeypatch):
     est = CollisionClustering(3, checkpoint_dir=tmp_path, random_state=0, **KW)
