@@ -78,8 +78,9 @@ class _CollisionCE(torch.autograd.Function):
     d/dz_j [-ln s] = sigma_j - w_j  with s = sum_k y_k sigma_k and
     w_j = y_j sigma_j / s, both distributions (finite for any logits); rows with a
     uniform target, where the two agree only up to rounding, get an exact 0.
-    The backward pass is written with differentiable torch operations on the
-    inputs, so second derivatives (``create_graph=True``, Hessians) are exact.
+    Under ``create_graph=True`` the backward pass is recomputed from the inputs
+    with differentiable torch operations, so second derivatives (Hessians,
+    ``gradgradcheck``) are exact.
     """
 
     @staticmethod
@@ -91,22 +92,43 @@ class _CollisionCE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         logits, target, log_sigma, log_s = ctx.saved_tensors
-        if torch.is_grad_enabled():
-            # double backward: recompute from the inputs so the graph reaches them
-            log_sigma, log_s = _collision_logs(logits, target)
+        if torch.is_grad_enabled():  # double backward (create_graph=True)
+            return _collision_grads_differentiable(ctx, grad_out, logits, target)
         log_s = log_s[:, None]
         grad_logits = grad_target = None
         if ctx.needs_input_grad[0]:
             # w = y * sigma / s, a distribution computed in log space (finite for
-            # extreme logits); sigma - w is zero only up to rounding on a uniform
-            # row, which gets an exact 0 of value but keeps its derivative.
-            w = torch.where(target > 0, torch.exp(log_sigma + _masked_log(target) - log_s), 0.0)
-            diff = log_sigma.exp() - w
+            # extreme logits); sigma - w is zero only up to rounding on a uniform row.
+            w = torch.exp(log_sigma + _masked_log(target) - log_s)
             uniform = (target == target[:, :1]).all(dim=1, keepdim=True)
-            grad_logits = grad_out[:, None] * torch.where(uniform, diff - diff.detach(), diff)
+            grad_logits = grad_out[:, None] * torch.where(uniform, 0.0, log_sigma.exp() - w)
         if ctx.needs_input_grad[1]:
             grad_target = -grad_out[:, None] * torch.exp(log_sigma - log_s)
         return grad_logits, grad_target
+
+
+def _collision_grads_differentiable(ctx, grad_out, logits, target):
+    """The backward pass recomputed from the inputs with differentiable operations.
+
+    ``s = sum_k y_k sigma_k`` is formed linearly in ``y`` (scaled by the
+    largest sigma on y's support), so the derivatives with respect to ``y``
+    are right at its exact zeros too; ``sigma / s`` is capped at ``e^700``,
+    where float64 would overflow. A uniform row keeps a gradient of exactly 0
+    in value but the derivative of ``sigma - w``.
+    """
+    log_sigma = F.log_softmax(logits, dim=1)
+    ref = torch.where(target > 0, log_sigma, -torch.inf).amax(dim=1, keepdim=True).detach()
+    scaled = (log_sigma - ref).clamp_max(700.0)
+    log_s = ref + torch.log((target * torch.exp(scaled)).sum(dim=1, keepdim=True))
+    ratio = torch.exp((log_sigma - log_s).clamp_max(700.0))  # sigma / s
+    grad_logits = grad_target = None
+    if ctx.needs_input_grad[0]:
+        diff = log_sigma.exp() - target * ratio
+        uniform = (target == target[:, :1]).all(dim=1, keepdim=True)
+        grad_logits = grad_out[:, None] * torch.where(uniform, diff - diff.detach(), diff)
+    if ctx.needs_input_grad[1]:
+        grad_target = -grad_out[:, None] * ratio
+    return grad_logits, grad_target
 
 
 def _masked_log(target):
