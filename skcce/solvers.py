@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from skcce import _kernels
+from skcce import _dual, _kernels
 from skcce._simplex import check_prior, kl_prior_forward_np, kl_prior_reverse_np, sum_tolerance
 
 __all__ = [
@@ -57,11 +57,9 @@ _LOG_FLOOR = np.log(1e-300)
 _PARALLEL_MIN_SIZE = 1_000_000
 # From this lam on EM's vanishing entries shrink too slowly (by about
 # lam / (lam + gap) per step): after _EM_WARMUP EM steps the dual Newton
-# method takes over (see _solve_dual); it starts at smoothing _DUAL_EPS0.
+# method of skcce._dual takes over.
 _DUAL_MIN_LAM = 1.0
 _EM_WARMUP = 20
-_DUAL_EPS0 = 1.0
-_DUAL_EPS_MIN = 1e-12
 
 
 @dataclass
@@ -353,9 +351,9 @@ def _solve_em(proba64, lam, prior, max_iter, tol, init=None, record_history=Fals
     ``accelerate=False`` runs the paper's plain EM (no SQUAREM steps).
     With ``dual`` (the default), ``lam >= _DUAL_MIN_LAM``, a strictly positive
     prior and ``tol > 0``, EM runs ``_EM_WARMUP`` steps (identical rows, for
-    one, are solved there exactly) and :func:`_solve_dual` continues from its
-    iterate; ``n_iter`` counts both, and the iterate with the smaller gap is
-    returned.
+    one, are solved there exactly), then :func:`skcce._dual.solve_dual`
+    runs the remaining iterations; ``n_iter`` counts both, and the iterate
+    with the smaller gap is returned.
     """
     use_dual = dual and lam >= _DUAL_MIN_LAM and tol > 0 and bool(np.all(prior > 0))
     if not use_dual or max_iter <= _EM_WARMUP:
@@ -363,14 +361,18 @@ def _solve_em(proba64, lam, prior, max_iter, tol, init=None, record_history=Fals
     res = _run_em(proba64, lam, prior, _EM_WARMUP, tol, init, record_history, accelerate)
     if res.converged:
         return res
-    more = _solve_dual(proba64, lam, prior, max_iter - res.n_iter, tol, res.y, record_history)
+    def objective(y):
+        return _objective(proba64, y, lam, prior, "reverse", "collision")
+
+    y, n_iter, gap, history = _dual.solve_dual(proba64, lam, prior, max_iter - res.n_iter, tol,
+                                               objective if record_history else None)
     if record_history:
         offset = res.history[-1][0]
-        res.history += [(offset + s, obj, gap) for s, obj, gap in more.history[1:]]
-    if more.gap < res.gap:
-        res.y, res.objective, res.gap = more.y, more.objective, more.gap
-    res.n_iter += more.n_iter
-    res.converged = more.converged
+        res.history += [(offset + s, obj, g) for s, obj, g in history[1:]]
+    if gap < res.gap:
+        res.y, res.objective, res.gap = y, objective(y), gap
+    res.n_iter += n_iter
+    res.converged = res.gap <= tol
     return res
 
 
@@ -407,131 +409,6 @@ def _run_em(proba64, lam, prior, max_iter, tol, init, record_history, accelerate
         history.append((elapsed, _objective(proba64, y, lam, prior, "reverse", "collision"), gap))
     converged = converged or (tol > 0 and gap <= tol)
     return PseudoLabelResult(y, n_iter, converged, history[-1][1], float(gap), history)
-
-
-# --------------------------------------------------------------------------- dual Newton
-
-
-def _dual_shift(b, lam, prior):
-    r"""Common shift of the prices making the column targets sum to one.
-
-    The row solutions depend on ``b`` only up to a common shift; the shift
-    ``c`` is fixed by ``F(c) = sum_k u_k / (1 + (b_k + c) / lam) = 1`` (the
-    targets :math:`\bar y_k = \lambda u_k / \beta_k`, :math:`\beta = \lambda + b`,
-    sum to one). ``F`` is convex and decreasing right of its pole, so Newton's
-    method from ``c = 0`` converges; a step past the pole is replaced by half
-    the way to it. Only the small correction ``c`` is added to ``b``, which
-    keeps ``b`` to full precision when ``lam`` is large.
-    """
-    pole = -lam - float(b.min())
-    c = 0.0
-    for _ in range(200):
-        x = 1.0 + (b + c) / lam
-        step = (float(np.sum(prior / x)) - 1.0) / float(np.sum(prior / (lam * x * x)))
-        new = c + step
-        if new <= pole:
-            new = 0.5 * (c + pole)
-        if abs(new - c) <= 4.0 * np.finfo(float).eps * (abs(c) + abs(pole) + lam):
-            c = new
-            break
-        c = new
-    return b + c
-
-
-def _dual_eval(sigma, b, lam, prior, eps, t):
-    """Row solutions for prices ``b``, and the dual value (per point)."""
-    m, k = sigma.shape
-    y, t = np.empty((m, k)), t.copy()
-    f, v, ent = np.empty(m), np.empty(m), np.empty(m)
-    _kernels.dual_rows(sigma, b, eps, t, y, f, v, ent)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        value = lam * float(np.sum(prior * np.log1p(b / lam)))
-        value += float(np.mean(-np.log(f) - y @ b + eps * ent))
-    return value, (y, t, f, v)
-
-
-def _dual_direction(sigma, rows, b, lam, prior, eps, resid):
-    """Newton direction on the prices (their common shift removed).
-
-    The negative Hessian of the dual per point is ``J + diag(h) - h h^T / sum(h)``
-    with ``h = lam u / beta^2`` (the shift eliminated by :func:`_dual_shift`)
-    and ``J = mean_i dy_i / db``: for ``y = softmax(z)``, ``C = diag(y) - y y^T``
-    and ``w = C sigma``, ``eps dy/db = C - t w w^T / (eps s + t Var_y(sigma))``.
-    """
-    y, t, f, v = rows
-    m, k = y.shape
-    w = y * (sigma - f[:, None])
-    coef = t / (eps * f + t * v)
-    jac = (np.diag(y.sum(axis=0)) - y.T @ y - (w * coef[:, None]).T @ w) / (eps * m)
-    h = lam * prior / (lam + b) ** 2
-    hess = jac + np.diag(h) - np.outer(h, h) / h.sum()
-    hess += np.trace(hess) / (k * k)  # J 1 = 0: fix the shift direction
-    d = np.linalg.solve(hess, resid)
-    return d - d.mean()
-
-
-def _solve_dual(sigma, lam, prior, max_iter, tol, y0, record):
-    r"""Entropic dual Newton method for collision + reverse KL, no input validation.
-
-    For large ``lam`` the problem approaches a balanced assignment, where
-    EM's vanishing entries shrink only by about :math:`\lambda/(\lambda + \Delta)`
-    per step. Here the column constraint is handled by its multipliers
-    :math:`\beta_k = \lambda u_k / \bar y_k` (the linearised fairness term of
-    eq. 11): with an entropy ``eps * sum y ln y`` added, every row is an explicit
-    softmax (see :func:`skcce._kernels.dual_row`) and the K-dimensional concave
-    dual is maximised by damped Newton steps, while ``eps`` decreases tenfold
-    whenever the multipliers are consistent (``max |beta~ - beta| <= eps/10``).
-    Every row then minimises the linearised problem up to ``eps`` times its
-    entropy, so the Frank-Wolfe gap of the *unsmoothed* problem, computed at
-    every iteration, decides the stop. Needs a strictly positive prior.
-    Returns the iterate with the smallest gap.
-    """
-    m, k = sigma.shape
-    # Equal prices to start: the multipliers of a not yet converged iterate
-    # (lam times its imbalance) are far too sharp for the first smoothing.
-    b = _dual_shift(np.zeros(k), lam, prior)
-    eps, t0 = _DUAL_EPS0, time.perf_counter()
-    value, rows = _dual_eval(sigma, b, lam, prior, eps, np.zeros(m))
-    best = (np.inf, y0)
-    history = [] if record else None
-    n_iter = 0
-    while True:
-        y = rows[0]
-        gap = max(float(_kernels.em_gap(sigma, y, prior, lam)), 0.0)
-        if gap < best[0]:
-            best = (gap, y)
-        if record:
-            obj = _objective(sigma, y, lam, prior, "reverse", "collision")
-            history.append((time.perf_counter() - t0, obj, gap))
-        ybar = y.mean(axis=0)
-        if gap <= tol or n_iter >= max_iter or not np.all(ybar > 0):
-            break
-        if np.ptp(lam * (prior - ybar) / ybar - b) <= 0.1 * eps:
-            eps /= 10.0
-            value, rows = _dual_eval(sigma, b, lam, prior, eps, rows[1])
-            continue
-        resid = prior / (1.0 + b / lam) - ybar
-        d = _dual_direction(sigma, rows, b, lam, prior, eps, resid)
-        step, slope = 1.0, float(resid @ d)
-        for _ in range(40):
-            b_new = _dual_shift(b + step * d, lam, prior)
-            new, rows_new = _dual_eval(sigma, b_new, lam, prior, eps, rows[1])
-            if new >= value + 1e-4 * step * slope - 1e-15 * abs(value):
-                break
-            step *= 0.5
-        else:  # no ascent: this smoothing is solved to the float64 resolution
-            if eps < _DUAL_EPS_MIN:
-                break
-            eps /= 10.0
-            value, rows = _dual_eval(sigma, b, lam, prior, eps, rows[1])
-            continue
-        b, value, rows = b_new, new, rows_new
-        n_iter += 1
-    gap, y = best[:2]
-    y = np.ascontiguousarray(y)
-    return PseudoLabelResult(y, n_iter, gap <= tol and tol > 0,
-                             _objective(sigma, y, lam, prior, "reverse", "collision"), gap,
-                             history)
 
 
 # --------------------------------------------------------------------------- PGD
@@ -768,9 +645,12 @@ def solve_pseudo_labels(
         entries decrease by about ``lam / (lam + gap)`` per step), so for
         ``lam >= 1`` and a strictly positive prior, 20 EM steps are followed
         by a dual Newton method on the column constraint (entropic smoothing
-        decreased to zero, see ``_solve_dual``); certified by the same gap,
+        decreased to zero, see :func:`skcce._dual.solve_dual`); certified by the same gap,
         it reaches 1e-6 within 200 iterations up to ``lam = 1e6`` on the
-        instances of the tests and benchmark.
+        instances of the tests and benchmark. Known slower case: many
+        duplicated rows at ``lam = 1e6`` (the dual is not differentiable
+        there; about 3e-6 after 200 iterations), and a prior with zeros keeps
+        EM alone.
         'pgd': projected gradient descent on any (loss, fairness); the
         solver for ``loss='shannon'``. 'sinkhorn': SeLa's balanced hard
         assignment (Sinkhorn-Knopp on ``proba ** power`` towards the

@@ -500,7 +500,8 @@ def _degenerate(name, rng, m=256, k=10):
 )
 def test_em_certified_for_large_lam_degenerate(name, lam):
     if name == "duplicated rows" and lam == 1e6:
-        pytest.skip("not certified within 200 iterations (gap ~3e-6): see the solver notes")
+        pytest.skip("known slower case (gap ~3e-6 after 200 iterations), documented in "
+                    "solve_pseudo_labels' method='em'")
     _certify(_degenerate(name, np.random.default_rng(22)), lam)
 
 
