@@ -17,6 +17,10 @@ pseudo-label problem). All problems are convex in :math:`y`; every result
 carries the Frank-Wolfe gap :math:`\sum_i (g_i \cdot y_i - \min_k g_{ik})`,
 :math:`g = \nabla L`, which bounds :math:`L(y) - L^*`.
 
+For large ``lam`` the problem tends to a balanced assignment; the default EM
+then hands over to the dual Newton method of :mod:`skcce._dual` (same gap).
+:func:`_solve_batch` is the unvalidated per-batch core for training loops.
+
 Scale convention: the objective uses the *mean* over points, so the EM's
 per-point weights are :math:`a_k = \lambda M u_k S_{ik}`; the paper's
 :math:`\lambda = 100` at batch size 250 (its eq. 15 has no factor M) is
