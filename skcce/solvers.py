@@ -61,8 +61,9 @@ _LOG_FLOOR = np.log(1e-300)
 _PARALLEL_MIN_SIZE = 1_000_000
 # From this lam on EM's vanishing entries shrink too slowly (by about
 # lam / (lam + gap) per step): after _EM_WARMUP EM steps the dual Newton
-# method of skcce._dual takes over.
-_DUAL_MIN_LAM = 1.0
+# method of skcce._dual takes over. Below it EM alone runs, as in the paper
+# (the estimators' default lam = 1 keeps its EM).
+_DUAL_MIN_LAM = 10.0
 _EM_WARMUP = 20
 
 
@@ -647,14 +648,16 @@ def solve_pseudo_labels(
         Lemma 1's end point, appendix C; see ``accelerate``), collision +
         reverse only. EM's steps shrink like ``1 / lam`` (its vanishing
         entries decrease by about ``lam / (lam + gap)`` per step), so for
-        ``lam >= 1`` and a strictly positive prior, 20 EM steps are followed
+        ``lam >= 10`` and a strictly positive prior, 20 EM steps are followed
         by a dual Newton method on the column constraint (entropic smoothing
         decreased to zero, see :func:`skcce._dual.solve_dual`); certified by the same gap,
         it reaches 1e-6 within 200 iterations up to ``lam = 1e6`` on the
         instances of the tests and benchmark. Known slower case: many
         duplicated rows at ``lam = 1e6`` (the dual is not differentiable
         there; about 3e-6 after 200 iterations), and a prior with zeros keeps
-        EM alone.
+        EM alone. Below ``lam = 10`` EM runs alone, as in the paper (the
+        estimators' default ``lam = 1`` included); from ``lam = 1`` it may
+        need a few hundred iterations there.
         'pgd': projected gradient descent on any (loss, fairness); the
         solver for ``loss='shannon'``. 'sinkhorn': SeLa's balanced hard
         assignment (Sinkhorn-Knopp on ``proba ** power`` towards the
