@@ -557,7 +557,8 @@ def _solve_batch(p, lam, prior, fairness="reverse", method="em", loss="collision
     lam : float
         Fairness weight, a Python float >= 0.
     prior : ndarray of shape (K,)
-        Float64 prior summing to one (strictly positive for 'forward').
+        Float64 prior summing to one (strictly positive for 'forward'), not
+        None: ``skcce._simplex.check_prior(prior, K)`` gives it, uniform for None.
     fairness, method, loss : str
         A valid combination, as for :func:`solve_pseudo_labels`.
     max_iter : int, default=1000
