@@ -17,6 +17,13 @@ a numpy copy of the same M x K array, measured in the same run.
 Predictions: ``sigma = softmax(3 * Z)`` with ``Z`` standard normal from
 ``numpy.random.default_rng(seed + 1000 * K + M)`` (seed 0 by default).
 
+Two more sections: large ``lam`` (1e2, 1e4, 1e6, uniform prior), where the
+default EM hands over to its dual Newton method, against EM alone and PGD,
+each capped at 200 iterations (target: a gap of 1e-6), on softmax and
+Dirichlet(0.5) predictions; and the per-call overhead of the public front
+``solve_pseudo_labels`` against the unvalidated per-batch core
+``_solve_batch`` on one 256 x 10 batch (medians over repeated calls).
+
 Usage: ``python benchmarks/bench_solvers.py [--quick] [--output PATH]``; the
 full run writes ``docs/benchmarks/solvers.md``, ``--quick`` a smoke run to the
 temporary folder.
@@ -40,9 +47,11 @@ from _common import machine_description, write_markdown  # noqa: E402
 from skcce import _kernels  # noqa: E402
 from skcce.solvers import (  # noqa: E402
     _PARALLEL_MIN_SIZE,
+    _solve_batch,
     _solve_em,
     _solve_pgd,
     _use_parallel,
+    solve_pseudo_labels,
 )
 
 LAM = 0.4
@@ -175,6 +184,88 @@ def measure(proba, repeats, max_iter, budget_s):
     return rows
 
 
+def make_dirichlet(m, k, seed=0):
+    """Seeded Dirichlet(0.5) predictions, shape (m, k)."""
+    return np.random.default_rng(seed + 7 + 1000 * k + m).dirichlet(np.full(k, 0.5), size=m)
+
+
+def _large_lam_solvers(proba, lam, prior, cap):
+    """(label, function) of the solvers compared at large lam."""
+
+    def default():
+        return _solve_em(proba, lam, prior, cap, 1e-6)
+
+    def em_alone():
+        return _solve_em(proba, lam, prior, cap, 1e-6, dual=False)
+
+    def pgd():
+        return _solve_pgd(proba, lam, prior, "reverse", "collision", cap, 1e-6, None, None, False)
+
+    return (("EM (default: 20 EM steps, then dual Newton)", default),
+            ("EM alone (paper's EM + SQUAREM)", em_alone),
+            ("PGD (Armijo)", pgd))
+
+
+def large_lam_rows(sizes, lams, seed, cap=200):
+    """Gap after at most ``cap`` iterations for large lam (issue 10 #11)."""
+    rows = []
+    for m, k in sizes:
+        prior = np.full(k, 1.0 / k)
+        for kind, make in (("softmax", make_proba), ("Dirichlet(0.5)", make_dirichlet)):
+            proba = make(m, k, seed)
+            for lam in lams:
+                for label, solve in _large_lam_solvers(proba, lam, prior, cap):
+                    t0 = time.perf_counter()
+                    res = solve()
+                    sec = time.perf_counter() - t0
+                    rows.append({"M": m, "K": k, "predictions": kind, "lam": f"{lam:g}",
+                                 "solver": label, "iterations": res.n_iter, "seconds": sec,
+                                 "gap": res.gap, "gap <= 1e-6": "yes" if res.converged else "no"})
+                    print(f"  lam={lam:g} {kind:15s} {label:45s} {res.n_iter:4d} it "
+                          f"{sec:.3g} s gap {res.gap:.2e}", flush=True)
+    return rows
+
+
+def batch_overhead_rows(n_calls, seed):
+    """Per-call seconds of the front and of the per-batch core, 256 x 10, same run.
+
+    Two settings: one EM step (``max_iter=1, tol=0``), which isolates the
+    fixed cost of a call, and a solve to a gap of 1e-6 (lam 0.4). Calls are
+    interleaved, alternating which goes first, so both see the same load, and
+    timed by this thread's CPU time: on a shared machine a call of a few
+    milliseconds is often descheduled, which wall time would count.
+    """
+    proba = make_proba(256, 10, seed)
+    prior = np.full(10, 0.1)
+    out = np.empty((256, 10), dtype=np.float32)
+    rows = []
+    for setting, max_iter, tol in (("one EM step", 1, 0.0), ("solve to gap 1e-6", 1000, 1e-6)):
+        calls = (
+            ("solve_pseudo_labels (validated front)",
+             lambda mi=max_iter, tl=tol: solve_pseudo_labels(proba, 0.4, prior, max_iter=mi,
+                                                             tol=tl, warn=False)),
+            ("_solve_batch (no validation, out= buffer)",
+             lambda mi=max_iter, tl=tol: _solve_batch(proba, 0.4, prior, max_iter=mi, tol=tl,
+                                                      out=out)),
+        )
+        for _, fn in calls:  # warm-up: compilation, caches
+            fn()
+        times = {label: [] for label, _ in calls}
+        for i in range(n_calls):
+            for label, fn in calls[::1 if i % 2 else -1]:
+                t0 = time.thread_time()
+                fn()
+                times[label].append(time.thread_time() - t0)
+        base = float(np.median(times[calls[1][0]]))
+        for label, _ in calls:
+            med = float(np.median(times[label]))
+            rows.append({"setting (256 x 10, lam 0.4, EM)": setting, "call": label,
+                         "median CPU s/call": med,
+                         "microseconds above _solve_batch": (med - base) * 1e6,
+                         "ratio to _solve_batch": f"{med / base:.3g}"})
+    return rows
+
+
 def _table(rows):
     cols = list(rows[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -236,6 +327,9 @@ def main(argv=None):
     else:
         output = os.path.join(root, "docs", "benchmarks", "solvers.md")
 
+    lam_sizes = ((256, 10),) if args.quick else ((256, 10), (1000, 100))
+    lam_values = (1e2, 1e6) if args.quick else (1e2, 1e4, 1e6)
+    n_calls = 50 if args.quick else 200
     load_start = os.getloadavg()[0]
     rows, cost_rows = [], []
     for m in sizes:
@@ -294,6 +388,31 @@ def main(argv=None):
         f"solver's default: threads from {_PARALLEL_MIN_SIZE} entries on, when the 1-minute "
         f"load average is below the thread count minus 0.5 (in this run: {load_start:.2f} "
         f"at the start, {os.getloadavg()[0]:.2f} at the end).",
+        "",
+    ]
+    print("large lam", flush=True)
+    lam_rows = large_lam_rows(lam_sizes, lam_values, args.seed)
+    extra += [
+        "## Large lam: gap after at most 200 iterations (issue 10 #11)",
+        "",
+        "Uniform prior; every run starts from the predictions and stops at a gap of "
+        "1e-6 or after 200 iterations (EM steps plus dual Newton steps for the default). "
+        "As lam grows the problem tends to a balanced assignment; EM's vanishing entries "
+        "then shrink by about lam / (lam + gap) per step and the fairness term's curvature "
+        "(about lam) stalls PGD.",
+        "",
+        _table(lam_rows),
+        "",
+    ]
+    print("per-batch core overhead", flush=True)
+    extra += [
+        f"## Per-call overhead of the front vs the per-batch core (median of {n_calls} calls)",
+        "",
+        "The same 256 x 10 float64 batch and prior, calls interleaved in one run. The "
+        "difference is the front's input validation, copies and result handling, paid "
+        "once per batch by a training loop that calls `solve_pseudo_labels`.",
+        "",
+        _table(batch_overhead_rows(n_calls, args.seed)),
         "",
     ]
     extra += [

@@ -633,3 +633,91 @@ def project_simplex_rows(v, out):
     """
     for i in range(v.shape[0]):
         _project_row(v[i], out[i])
+
+
+# --------------------------------------------------------------------------- dual (large lam)
+#
+# Row problem of the entropic dual (see skcce.solvers._solve_dual): for prices b
+# (the column multipliers, up to a common shift) and a smoothing eps > 0,
+#
+#     min_{y in simplex} -ln(sigma . y) - b . y + eps * sum_k y_k ln y_k,
+#
+# whose solution is y = softmax((b + t sigma) / eps) with t = 1 / (sigma . y), the
+# root of F(t) = t * f(t) - 1, f(t) = sigma . softmax((b + t sigma) / eps).
+# f increases with t (f' = Var_y(sigma) / eps), so F has a single root in
+# [1 / max(sigma), 1 / f(1 / max(sigma))].
+
+
+@njit(**_JIT)
+def _softmax_moments(sigma, b, eps, t, y):
+    """``y = softmax((b + t sigma) / eps)``; returns ``(sigma . y, Var_y(sigma), sum y ln y)``."""
+    n = sigma.shape[0]
+    zmax = -np.inf
+    for k in range(n):
+        z = (b[k] + t * float(sigma[k])) / eps
+        y[k] = z
+        zmax = max(zmax, z)
+    tot = 0.0
+    ez = 0.0
+    for k in range(n):
+        z = y[k] - zmax
+        e = np.exp(z)
+        y[k] = e
+        tot += e
+        ez += e * z
+    inv = 1.0 / tot
+    f = 0.0
+    for k in range(n):
+        y[k] *= inv
+        f += y[k] * float(sigma[k])
+    v = 0.0
+    for k in range(n):
+        d = float(sigma[k]) - f
+        v += y[k] * d * d
+    return f, v, ez * inv - np.log(tot)
+
+
+@njit(**_JIT)
+def dual_row(sigma, b, eps, t0, y):
+    """Solve the entropic row problem for one point by safeguarded Newton on ``t``.
+
+    ``t0`` is a warm start (used when inside the bracket). Writes ``y`` and
+    returns ``(t, sigma . y, Var_y(sigma), sum_k y_k ln y_k)``.
+    """
+    smax = 0.0
+    for k in range(sigma.shape[0]):
+        smax = max(smax, float(sigma[k]))
+    lo = 1.0 / smax
+    f, v, ent = _softmax_moments(sigma, b, eps, lo, y)
+    hi = 1.0 / f if f > 0.0 else np.inf
+    t = t0 if (t0 > lo and t0 < hi) else lo
+    last = np.inf
+    for _ in range(200):
+        f, v, ent = _softmax_moments(sigma, b, eps, t, y)
+        excess = t * f - 1.0
+        if excess == 0.0:
+            break
+        if excess < 0.0:
+            lo = t
+        else:
+            hi = t
+        slope = f + t * v / eps
+        new = t - excess / slope if slope > 0.0 else np.nan
+        # F is sigmoid-like for small eps, where Newton can cycle inside the
+        # bracket: bisect unless |F| at least halves.
+        if not (new > lo and new < hi) or abs(excess) > 0.5 * last:
+            new = 0.5 * (lo + hi) if hi < np.inf else 2.0 * t
+        last = abs(excess)
+        if abs(new - t) <= 4.0 * _EPS * t:
+            t = new
+            f, v, ent = _softmax_moments(sigma, b, eps, t, y)
+            break
+        t = new
+    return t, f, v, ent
+
+
+@njit(**_JIT)
+def dual_rows(sigma, b, eps, t, y, f, v, ent):
+    """:func:`dual_row` for every point; ``t`` (warm starts) is updated in place."""
+    for i in range(sigma.shape[0]):
+        t[i], f[i], v[i], ent[i] = dual_row(sigma[i], b, eps, t[i], y[i])

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skcce._simplex import KL_FLOOR, kl_prior_forward_np, kl_prior_reverse_np
+
 __all__ = [
     "collision_cross_entropy",
     "shannon_cross_entropy",
@@ -46,7 +48,20 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
+def _check_tensor(x, name: str) -> None:
+    # A numpy array would fail later with "no attribute 'dim'"; these losses
+    # are autograd functions of tensors, their numpy twins end in ``_np``.
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor, got {type(x).__name__}; convert with "
+            "torch.as_tensor, or use the numpy twins (e.g. collision_cross_entropy_np, "
+            "which take probabilities)"
+        )
+
+
 def _check_pair(logits: torch.Tensor, target: torch.Tensor) -> None:
+    _check_tensor(logits, "logits")
+    _check_tensor(target, "target")
     if logits.dim() != 2:
         raise ValueError(
             f"logits must be 2-D (n_samples, n_classes), got shape {tuple(logits.shape)}"
@@ -63,31 +78,69 @@ class _CollisionCE(torch.autograd.Function):
     d/dz_j [-ln s] = sigma_j - w_j  with s = sum_k y_k sigma_k and
     w_j = y_j sigma_j / s, both distributions (finite for any logits); rows with a
     uniform target, where the two agree only up to rounding, get an exact 0.
+    Under ``create_graph=True`` the backward pass is recomputed from the inputs
+    with differentiable torch operations, so second derivatives (Hessians,
+    ``gradgradcheck``) are exact.
     """
 
     @staticmethod
     def forward(ctx, logits, target):
-        log_sigma = F.log_softmax(logits, dim=1)
-        # log y with exact zeros -> -inf, which logsumexp handles.
-        log_s = torch.logsumexp(log_sigma + torch.log(target), dim=1)
-        ctx.save_for_backward(log_sigma, target, log_s)
+        log_sigma, log_s = _collision_logs(logits, target)
+        ctx.save_for_backward(logits, target, log_sigma, log_s)
         return -log_s
 
     @staticmethod
     def backward(ctx, grad_out):
-        log_sigma, target, log_s = ctx.saved_tensors
-        sigma = log_sigma.exp()
+        logits, target, log_sigma, log_s = ctx.saved_tensors
+        if torch.is_grad_enabled():  # double backward (create_graph=True)
+            return _collision_grads_differentiable(ctx, grad_out, logits, target)
+        log_s = log_s[:, None]
         grad_logits = grad_target = None
         if ctx.needs_input_grad[0]:
-            # d/dz_j = sigma_j - w_j with w = y * sigma / s, a distribution computed in
-            # log space, so it stays finite for extreme logits; a uniform row gets an
-            # exact 0 (sigma - w is only zero up to rounding there).
-            w = torch.exp(log_sigma + torch.log(target) - log_s[:, None])
+            # w = y * sigma / s, a distribution computed in log space (finite for
+            # extreme logits); sigma - w is zero only up to rounding on a uniform row.
+            w = torch.exp(log_sigma + _masked_log(target) - log_s)
             uniform = (target == target[:, :1]).all(dim=1, keepdim=True)
-            grad_logits = grad_out[:, None] * torch.where(uniform, 0.0, sigma - w)
+            grad_logits = grad_out[:, None] * torch.where(uniform, 0.0, log_sigma.exp() - w)
         if ctx.needs_input_grad[1]:
-            grad_target = -grad_out[:, None] * torch.exp(log_sigma - log_s[:, None])
+            grad_target = -grad_out[:, None] * torch.exp(log_sigma - log_s)
         return grad_logits, grad_target
+
+
+def _collision_grads_differentiable(ctx, grad_out, logits, target):
+    """The backward pass recomputed from the inputs with differentiable operations.
+
+    ``s = sum_k y_k sigma_k`` is formed linearly in ``y`` (scaled by the
+    largest sigma on y's support), so the derivatives with respect to ``y``
+    are right at its exact zeros too; ``sigma / s`` is capped at ``e^700``,
+    where float64 would overflow. A uniform row keeps a gradient of exactly 0
+    in value but the derivative of ``sigma - w``.
+    """
+    log_sigma = F.log_softmax(logits, dim=1)
+    ref = torch.where(target > 0, log_sigma, -torch.inf).amax(dim=1, keepdim=True).detach()
+    scaled = (log_sigma - ref).clamp_max(700.0)
+    log_s = ref + torch.log((target * torch.exp(scaled)).sum(dim=1, keepdim=True))
+    ratio = torch.exp((log_sigma - log_s).clamp_max(700.0))  # sigma / s
+    grad_logits = grad_target = None
+    if ctx.needs_input_grad[0]:
+        diff = log_sigma.exp() - target * ratio
+        uniform = (target == target[:, :1]).all(dim=1, keepdim=True)
+        grad_logits = grad_out[:, None] * torch.where(uniform, diff - diff.detach(), diff)
+    if ctx.needs_input_grad[1]:
+        grad_target = -grad_out[:, None] * ratio
+    return grad_logits, grad_target
+
+
+def _masked_log(target):
+    """``ln y`` with ``-inf`` at exact zeros and a zero derivative there."""
+    tiny = torch.finfo(target.dtype).tiny
+    return torch.where(target > 0, torch.log(target.clamp_min(tiny)), -torch.inf)
+
+
+def _collision_logs(logits, target):
+    """``(log_softmax(logits), ln sum_k y_k sigma_k)`` (zeros of y handled by logsumexp)."""
+    log_sigma = F.log_softmax(logits, dim=1)
+    return log_sigma, torch.logsumexp(log_sigma + _masked_log(target), dim=1)
 
 
 def collision_cross_entropy(logits, target, reduction="mean"):
@@ -173,7 +226,7 @@ def _as_prior(prior, n_classes, like):
     return torch.as_tensor(prior, dtype=like.dtype, device=like.device)
 
 
-def kl_prior_reverse(mean_proba, prior=None, eps=1e-12):
+def kl_prior_reverse(mean_proba, prior=None, eps=KL_FLOOR):
     r"""Reverse fairness :math:`KL(u \| \bar y) = \sum_k u_k \ln(u_k / \bar y_k)` (eq. 11).
 
     Parameters
@@ -183,7 +236,9 @@ def kl_prior_reverse(mean_proba, prior=None, eps=1e-12):
     prior : array-like of shape (n_classes,), default=None
         Target cluster proportions :math:`u`; uniform when None.
     eps : float, default=1e-12
-        Floor on :math:`\bar y` so an empty cluster gives a large, finite value.
+        Floor on :math:`\bar y`, so an empty cluster costs
+        :math:`u_k \ln(u_k/\epsilon)` (finite); the numpy twin
+        :func:`kl_prior_reverse_np` uses the same default.
 
     Returns
     -------
@@ -197,12 +252,13 @@ def kl_prior_reverse(mean_proba, prior=None, eps=1e-12):
     >>> float(kl_prior_reverse(torch.tensor([0.5, 0.5])))
     0.0
     """
+    _check_tensor(mean_proba, "mean_proba")
     u = _as_prior(prior, mean_proba.shape[-1], mean_proba)
     mask = u > 0
     return (u[mask] * (torch.log(u[mask]) - torch.log(mean_proba[mask].clamp_min(eps)))).sum()
 
 
-def kl_prior_forward(mean_proba, prior=None, eps=1e-12):
+def kl_prior_forward(mean_proba, prior=None, eps=KL_FLOOR):
     r"""Forward fairness :math:`KL(\bar y \| u) = \sum_k \bar y_k \ln(\bar y_k / u_k)` (eq. 10).
 
     Parameters
@@ -226,6 +282,7 @@ def kl_prior_forward(mean_proba, prior=None, eps=1e-12):
     >>> round(float(kl_prior_forward(torch.tensor([1.0, 0.0]))), 4)  # ln 2
     0.6931
     """
+    _check_tensor(mean_proba, "mean_proba")
     u = _as_prior(prior, mean_proba.shape[-1], mean_proba)
     p = mean_proba
     log_ratio = torch.log(p.clamp_min(eps)) - torch.log(u.clamp_min(eps))
@@ -261,6 +318,7 @@ def mutual_information_loss(logits, prior=None, lam=1.0):
     >>> float(mutual_information_loss(logits)) < 1e-6  # confident and balanced
     True
     """
+    _check_tensor(logits, "logits")
     dtype = _compute_dtype(logits)
     log_sigma = F.log_softmax(logits.to(dtype), dim=1)
     sigma = log_sigma.exp()
@@ -375,65 +433,3 @@ def shannon_cross_entropy_np(proba, target):
     y = np.asarray(target, dtype=float)
     logp = np.log(np.maximum(p, _TINY))
     return -np.where(y > 0, y * logp, 0.0).sum(axis=1)
-
-
-def _prior_np(prior, n_classes):
-    if prior is None:
-        return np.full(n_classes, 1.0 / n_classes)
-    return np.asarray(prior, dtype=float)
-
-
-def kl_prior_reverse_np(mean_proba, prior=None):
-    r""":math:`KL(u \| \bar y)` in numpy; ``inf`` when a cluster with :math:`u_k > 0` is empty.
-
-    Parameters
-    ----------
-    mean_proba : ndarray of shape (n_classes,)
-        Average pseudo-label :math:`\bar y`.
-    prior : ndarray of shape (n_classes,), default=None
-        Cluster proportions :math:`u`; uniform when None.
-
-    Returns
-    -------
-    kl : float
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skcce.losses import kl_prior_reverse_np
-    >>> kl_prior_reverse_np(np.array([0.25, 0.25, 0.25, 0.25]))
-    0.0
-    """
-    ybar = np.asarray(mean_proba, dtype=float)
-    u = _prior_np(prior, ybar.shape[-1])
-    m = u > 0
-    with np.errstate(divide="ignore"):
-        return float(np.sum(u[m] * (np.log(u[m]) - np.log(ybar[m]))))
-
-
-def kl_prior_forward_np(mean_proba, prior=None):
-    r""":math:`KL(\bar y \| u)` in numpy.
-
-    Parameters
-    ----------
-    mean_proba : ndarray of shape (n_classes,)
-        Average pseudo-label :math:`\bar y`.
-    prior : ndarray of shape (n_classes,), default=None
-        Cluster proportions :math:`u`; uniform when None.
-
-    Returns
-    -------
-    kl : float
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skcce.losses import kl_prior_forward_np
-    >>> round(kl_prior_forward_np(np.array([1.0, 0.0])), 4)
-    0.6931
-    """
-    ybar = np.asarray(mean_proba, dtype=float)
-    u = _prior_np(prior, ybar.shape[-1])
-    m = ybar > 0
-    with np.errstate(divide="ignore"):
-        return float(np.sum(ybar[m] * (np.log(ybar[m]) - np.log(u[m]))))

@@ -147,7 +147,7 @@ def test_kl_terms(gen):
     uniform = torch.full((4,), 0.25, dtype=torch.float64)
     assert float(kl_prior_reverse(uniform)) == pytest.approx(0.0, abs=1e-15)
     assert float(kl_prior_forward(uniform)) == pytest.approx(0.0, abs=1e-15)
-    # An empty cluster: the reverse form is (numpy: infinitely, torch: very) large,
+    # An empty cluster: the reverse form is large (floored at 1e-12 in both backends),
     # the forward form stays finite (0 ln 0 = 0).
     empty = torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=torch.float64)
     assert float(kl_prior_reverse(empty)) > 5.0
@@ -188,3 +188,65 @@ def test_shape_errors():
         collision_cross_entropy(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="shape"):
         shannon_cross_entropy(torch.zeros(2, 3), torch.zeros(3, 3))
+
+
+# ------------------------------------------------------------------------ issue 10 (#1, #3, #14)
+
+
+def test_reverse_kl_finite_for_empty_cluster_and_same_in_both_backends():
+    # Sinkhorn's one-hot labels on 5 rows for 10 clusters leave clusters empty
+    y = np.eye(10)[[0, 1, 2, 3, 4]]
+    ybar = y.mean(axis=0)
+    value = kl_prior_reverse_np(ybar)
+    expected = 0.5 * np.log(0.1 / 0.2) + 0.5 * np.log(0.1 / 1e-12)  # floor 1e-12
+    assert np.isfinite(value) and value == pytest.approx(expected, rel=1e-12)
+    assert float(kl_prior_reverse(torch.as_tensor(ybar))) == pytest.approx(value, rel=1e-12)
+    assert kl_prior_reverse_np(ybar, eps=0) == np.inf  # the exact value, as the solver uses
+
+
+def test_collision_double_backward_gradgradcheck(gen):
+    logits = torch.randn(4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    target = _random_simplex(gen, 4, 3).requires_grad_(True)
+    assert torch.autograd.gradgradcheck(
+        lambda z, y: collision_cross_entropy(z, y, reduction="sum"), (logits, target)
+    )
+
+
+def test_collision_hessian_matches_plain_autograd(gen):
+    logits = torch.randn(3, 4, generator=gen, dtype=torch.float64)
+    target = _random_simplex(gen, 3, 4)
+    target[0] = torch.tensor([0.0, 0.5, 0.5, 0.0], dtype=torch.float64)  # zeros in y
+    target[2] = 0.25  # a uniform row: zero gradient in z, not a zero mixed derivative
+
+    def plain(z, y):
+        return -torch.log((torch.softmax(z, dim=1) * y).sum(dim=1)).sum()
+
+    def fn(z, y):
+        return collision_cross_entropy(z, y, reduction="sum")
+
+    got = torch.autograd.functional.hessian(fn, (logits, target))
+    ref = torch.autograd.functional.hessian(plain, (logits, target))
+    for a in range(2):
+        for b in range(2):
+            torch.testing.assert_close(got[a][b], ref[a][b])
+    assert got[0][0].abs().sum() > 0
+    # create_graph=True gives a gradient with a graph
+    z = logits.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(fn(z, target), z, create_graph=True)
+    assert g.requires_grad
+
+
+def test_torch_losses_require_tensors():
+    z = np.zeros((2, 3))
+    y = np.full((2, 3), 1 / 3)
+    for call in (
+        lambda: collision_cross_entropy(z, y),
+        lambda: collision_cross_entropy(torch.as_tensor(z), y),
+        lambda: shannon_cross_entropy(z, y),
+        lambda: CollisionCrossEntropyLoss()(z, y),
+        lambda: mutual_information_loss(z),
+        lambda: kl_prior_reverse(y[0]),
+        lambda: kl_prior_forward(y[0]),
+    ):
+        with pytest.raises(TypeError, match="torch.Tensor.*_np"):
+            call()
