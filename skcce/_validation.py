@@ -15,10 +15,7 @@ import numpy as np
 from sklearn.utils.validation import column_or_1d
 
 __all__ = ["check_n_clusters", "check_neighbors", "check_float32_range", "check_prior",
-           "check_partial_labels", "seeds_from", "user_stacklevel", "warn", "PRIOR_TOL"]
-
-#: Tolerance of ``sum(prior) == 1`` (the solvers' tolerance on probability rows).
-PRIOR_TOL = 1e-4
+           "check_partial_labels", "seeds_from", "user_stacklevel", "warn"]
 
 
 def _package_dir(name):
@@ -142,9 +139,10 @@ def check_float32_range(X):
 def check_prior(prior, n_clusters, fairness="reverse"):
     """Return the prior as a float64 array, or None for uniform.
 
-    A prior must have one finite, non-negative entry per cluster, at least
-    one of them positive, and sum to 1 (within :data:`PRIOR_TOL`); the
-    forward fairness :math:`KL(\\bar y\\|u)` needs every entry positive.
+    The one prior check is :func:`skcce._simplex.check_prior` (finite,
+    non-negative, one entry per cluster, summing to 1 within the dtype's
+    tolerance); the forward fairness :math:`KL(\\bar y\\|u)` needs every
+    entry positive.
 
     Examples
     --------
@@ -154,20 +152,9 @@ def check_prior(prior, n_clusters, fairness="reverse"):
     """
     if prior is None:
         return None
-    try:
-        u = np.asarray(prior, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"prior must be an array of {n_clusters} proportions: {exc}") from None
-    if u.shape != (n_clusters,):
-        raise ValueError(f"prior must have shape ({n_clusters},) = (n_clusters,), got {u.shape}")
-    if not np.all(np.isfinite(u)) or np.any(u < 0):
-        raise ValueError(f"prior must be finite and non-negative, got {u.tolist()}")
-    if abs(u.sum() - 1.0) > PRIOR_TOL:
-        raise ValueError(f"prior must sum to 1, got sum {u.sum():.6g}")
-    if fairness == "forward" and np.any(u == 0):
-        raise ValueError("fairness='forward' needs a prior without zero entries (KL(y|u) is "
-                         "infinite for a cluster with u_k = 0); use fairness='reverse'")
-    return u
+    from skcce._simplex import check_prior as check_simplex_prior
+
+    return check_simplex_prior(prior, n_clusters, strictly_positive=fairness == "forward")
 
 
 def check_partial_labels(y, n_samples, n_clusters):
