@@ -55,15 +55,4 @@ html_theme_options = {"description": "collision cross-entropy clustering for sci
 # ("labels : ndarray of shape (n_samples,)"), which numpydoc's format allows and
 # scikit-learn's docstrings (the house style) use throughout.
 numpydoc_validation_checks = {"all", "SA01", "ES01", "RT02"}
-# Only for objects of modules whose docstrings are being rewritten on other branches
-# (patterns are matched against the full name).
-numpydoc_validation_exclude = {
-    # pending fix in skcce/losses.py
-    r"^skcce\.losses\.(collision_cross_entropy_np|shannon_cross_entropy_np|kl_prior_forward_np|"
-    r"kl_prior_reverse_np)$",
-    r"^skcce\.losses\.(CollisionCrossEntropyLoss|ShannonCrossEntropyLoss)\.forward$",
-    # pending fix in skcce/solvers.py
-    r"^skcce\.solvers\.PseudoLabelResult$",
-    # pending fix in skcce/metrics.py
-    r"^skcce\.metrics\.contingency$",
-}
+numpydoc_validation_exclude = set()

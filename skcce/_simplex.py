@@ -38,6 +38,7 @@ def sum_tolerance(dtype):
     Returns
     -------
     tol : float
+        Largest accepted deviation of a row sum from 1.
 
     Examples
     --------
@@ -124,6 +125,7 @@ def kl_prior_reverse_np(mean_proba, prior=None, eps=KL_FLOOR):
     Returns
     -------
     kl : float
+        The divergence, in nats (non-negative).
 
     Examples
     --------
@@ -158,6 +160,7 @@ def kl_prior_forward_np(mean_proba, prior=None):
     Returns
     -------
     kl : float
+        The divergence, in nats (non-negative).
 
     Examples
     --------

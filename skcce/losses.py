@@ -350,6 +350,28 @@ class CollisionCrossEntropyLoss(nn.Module):
         self.reduction = reduction
 
     def forward(self, logits, target):
+        """Compute :func:`collision_cross_entropy` with this module's ``reduction``.
+
+        Parameters
+        ----------
+        logits : torch.Tensor of shape (n_samples, n_classes)
+            Unnormalized scores.
+        target : torch.Tensor of shape (n_samples, n_classes)
+            Soft labels, rows on the simplex.
+
+        Returns
+        -------
+        loss : torch.Tensor
+            A scalar, or one value per row for ``reduction='none'``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skcce.losses import CollisionCrossEntropyLoss
+        >>> loss = CollisionCrossEntropyLoss()(torch.zeros(2, 2), torch.eye(2))
+        >>> round(float(loss), 4)  # -ln(1/2)
+        0.6931
+        """
         return collision_cross_entropy(logits, target, reduction=self.reduction)
 
 
@@ -376,6 +398,28 @@ class ShannonCrossEntropyLoss(nn.Module):
         self.reduction = reduction
 
     def forward(self, logits, target):
+        """Compute :func:`shannon_cross_entropy` with this module's ``reduction``.
+
+        Parameters
+        ----------
+        logits : torch.Tensor of shape (n_samples, n_classes)
+            Unnormalized scores.
+        target : torch.Tensor of shape (n_samples, n_classes)
+            Soft labels, rows on the simplex.
+
+        Returns
+        -------
+        loss : torch.Tensor
+            A scalar, or one value per row for ``reduction='none'``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skcce.losses import ShannonCrossEntropyLoss
+        >>> loss = ShannonCrossEntropyLoss()(torch.zeros(2, 2), torch.eye(2))
+        >>> round(float(loss), 4)  # -ln(1/2)
+        0.6931
+        """
         return shannon_cross_entropy(logits, target, reduction=self.reduction)
 
 
@@ -396,6 +440,7 @@ def collision_cross_entropy_np(proba, target):
     Returns
     -------
     values : ndarray of shape (n_samples,)
+        The cross-entropy of each row, in nats.
 
     Examples
     --------
@@ -421,6 +466,7 @@ def shannon_cross_entropy_np(proba, target):
     Returns
     -------
     values : ndarray of shape (n_samples,)
+        The cross-entropy of each row, in nats.
 
     Examples
     --------

@@ -21,7 +21,7 @@ __all__ = [
 
 
 def contingency(y_true, y_pred):
-    """Counts of (class, cluster) pairs.
+    """Count the (class, cluster) pairs.
 
     Parameters
     ----------

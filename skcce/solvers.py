@@ -71,7 +71,7 @@ _EM_WARMUP = 20
 class PseudoLabelResult:
     """Result of :func:`solve_pseudo_labels`.
 
-    Attributes
+    Parameters
     ----------
     y : ndarray of shape (M, K)
         Pseudo-labels, rows on the simplex, in the dtype of ``proba``.
