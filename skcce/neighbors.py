@@ -402,7 +402,7 @@ def check_neighbors(neighbors, n_samples):
     >>> check_neighbors([[1], [1]], 2)
     Traceback (most recent call last):
     ...
-    ValueError: neighbors[1] lists sample 1 as its own neighbour; a sample's neighbours must be other samples
+    ValueError: neighbors[1] lists sample 1 as its own neighbour; ...
     """
     _check_int("n_samples", n_samples, 1)
     graph = np.asarray(neighbors)

@@ -116,7 +116,7 @@ def _blobs(n, d=16, n_blobs=8, seed=0, dtype=np.float32):
 
 
 def _recall(got, truth):
-    return np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(got, truth)])
+    return np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(got, truth, strict=True)])
 
 
 def _check_graph(graph, n, k):
