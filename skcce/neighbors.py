@@ -50,15 +50,15 @@ _INSTALL = {
 }
 _MODULES = {"faiss": "faiss", "nndescent": "pynndescent"}
 
-# HNSW settings of the faiss CPU index (graph degree, build and search beam
-# widths), and the IVF-Flat settings of the GPU index: chosen on the
-# measurements of benchmarks/bench_neighbors.py for recall@5 >= 0.9.
-_HNSW_M = 16
-_HNSW_EF_CONSTRUCTION = 40
-_HNSW_EF_SEARCH = 32
-_IVF_LISTS_PER_SQRT_N = 1.0
-_IVF_NPROBE = 16
-_IVF_TRAIN_PER_LIST = 64
+# IVF-Flat settings of the faiss index (CPU and GPU alike): sqrt-many lists
+# times this factor, lists probed per query, k-means training rows per list
+# (faiss asks for at least 39) and iterations. Chosen on the measurements of
+# benchmarks/bench_neighbors.py (docs/benchmarks/neighbors.md) for
+# recall@5 >= 0.9 at 70k and 1e6 rows in the least time.
+_IVF_LISTS_PER_SQRT_N = 2.0
+_IVF_NPROBE = 8
+_IVF_TRAIN_PER_LIST = 40
+_IVF_NITER = 10
 _CHUNK = 4096
 
 
@@ -228,21 +228,24 @@ def _faiss_gpu(faiss):
 
 
 def _faiss_index(faiss, X, rng, verbose):
-    """A faiss index holding the rows of ``X``: IVF-Flat on a GPU, HNSW on CPU."""
+    """A trained faiss IVF-Flat index holding the rows of ``X``, on the GPU when available.
+
+    No input validation. Rows are added one float32 chunk at a time.
+    """
     n_samples, n_features = X.shape
+    nlist = int(max(1, min(_IVF_LISTS_PER_SQRT_N * np.sqrt(n_samples),
+                           n_samples // _IVF_TRAIN_PER_LIST)))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(n_features), n_features, nlist)
+    index.cp.seed = int(rng.randint(2**31 - 1))
+    index.cp.niter = _IVF_NITER
+    index.cp.max_points_per_centroid = _IVF_TRAIN_PER_LIST
+    n_train = min(n_samples, nlist * _IVF_TRAIN_PER_LIST)
+    rows = np.sort(rng.choice(n_samples, n_train, replace=False))
+    index.train(np.ascontiguousarray(X[rows], dtype=np.float32))
+    index.nprobe = min(_IVF_NPROBE, nlist)
     if _faiss_gpu(faiss):
-        nlist = max(1, int(_IVF_LISTS_PER_SQRT_N * np.sqrt(n_samples)))
-        cpu_index = faiss.IndexIVFFlat(faiss.IndexFlatL2(n_features), n_features, nlist)
-        cpu_index.cp.seed = int(rng.randint(2**31 - 1))
-        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, cpu_index)
-        n_train = min(n_samples, nlist * _IVF_TRAIN_PER_LIST)
-        rows = np.sort(rng.choice(n_samples, n_train, replace=False))
-        index.train(np.ascontiguousarray(X[rows], dtype=np.float32))
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
         index.nprobe = min(_IVF_NPROBE, nlist)
-    else:
-        index = faiss.IndexHNSWFlat(n_features, _HNSW_M)
-        index.hnsw.efConstruction = _HNSW_EF_CONSTRUCTION
-        index.hnsw.efSearch = _HNSW_EF_SEARCH
     total = -(-n_samples // _CHUNK)
     for _, _, chunk in _progress(_chunks(X), verbose, "faiss index", total):
         index.add(chunk)
@@ -306,19 +309,18 @@ def augmentation_neighbors(X, n_neighbors, *, algorithm="auto", random_state=Non
     algorithm : {'auto', 'exact', 'faiss', 'nndescent'}, default='auto'
         - ``'exact'``: brute-force or tree search with scikit-learn's
           :class:`~sklearn.neighbors.NearestNeighbors`, in chunks of rows.
-        - ``'faiss'``: a faiss HNSW index (graph degree 16, search beam 32)
-          on CPU; with ``faiss-gpu`` and a CUDA device an IVF-Flat index on
-          the GPU. The index holds a float32 copy of ``X`` while the graph is
-          built.
+        - ``'faiss'``: a faiss IVF-Flat index (k-means cells, about
+          ``2 * sqrt(n_samples)`` of them, 8 probed per query), on the GPU
+          with ``faiss-gpu`` and a CUDA device. The index holds a float32
+          copy of ``X`` while the graph is built.
         - ``'nndescent'``: pynndescent's NN-descent graph (compiled by Numba
           on first use, which takes tens of seconds once).
         - ``'auto'``: ``'exact'`` up to 20,000 rows, else ``'faiss'``; if
           faiss is not installed, ``'nndescent'``; if neither is, ``'exact'``
           with a warning.
     random_state : int, RandomState instance or None, default=None
-        Seeds the approximate searches (IVF training sample, NN-descent
-        initialisation). The CPU faiss index, built on one thread, is
-        deterministic.
+        Seeds the approximate searches (faiss's k-means training sample and
+        initialisation, NN-descent's initialisation).
     verbose : int, default=0
         Above 0, progress bars over the chunks of rows.
 

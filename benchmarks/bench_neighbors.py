@@ -1,0 +1,221 @@
+"""Neighbour graph: recall@5 against exact search, and build time, per algorithm.
+
+The feature-space augmentation of :class:`skcce.CollisionClustering` needs
+the ``k = 5`` nearest neighbours of every row. This script builds that graph
+with each algorithm of :func:`skcce.neighbors.augmentation_neighbors`, plus
+the random-block approximation of skcce 0.1 (exact search within random
+blocks of 20,000 rows in a 32-component PCA) for reference, and reports:
+
+- recall@5: the fraction of each query row's 5 exact neighbours (exact
+  search in the original feature space, never in a projection) that the
+  graph lists, averaged over a random sample of query rows;
+- the label agreement of the graph's neighbours, where labels are known;
+- CPU seconds of the build (``time.process_time``, one thread: the machine is
+  shared, so CPU time is the stable measure) and wall seconds.
+
+Data: the dev features (EfficientNet-Lite0 features of 10,000 MNIST digits,
+1280-D, standardized), MNIST-70k pixels (784-D, standardized, as the CLI
+does), and a synthetic mixture of 10 Gaussian components in 128-D whose
+covariances have the decaying spectrum of real embeddings (axis scales
+``4 / j``, j = 1..128, randomly rotated per component). On the largest set
+one :class:`~sklearn.cluster.MiniBatchKMeans` fit (10 clusters) is timed in
+the same run, for the target "graph built in less time than one
+MiniBatchKMeans fit".
+
+Where a full build is too slow to run here (exact search at 70k and 1e6
+rows), the time is measured on the sample of query rows and scaled by
+``n_samples / n_queries``; such rows say "from sample" in the table.
+
+Usage: ``python benchmarks/bench_neighbors.py [--quick] [--output PATH]``;
+the full run writes ``docs/benchmarks/neighbors.md``, ``--quick`` a smoke
+run on small data to a temporary folder.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.decomposition import PCA
+from sklearn.neighbors import NearestNeighbors
+from sklearn.preprocessing import StandardScaler
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import machine_description, write_markdown  # noqa: E402
+
+from skcce import neighbors  # noqa: E402
+from skcce.datasets import find_data_file  # noqa: E402
+
+K = 5
+DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmarks")
+
+
+def mixture(n_samples, n_features=128, n_components=10, seed=0):
+    """Gaussian mixture with embedding-like (decaying) spectra, and its labels."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=3.0, size=(n_components, n_features)).astype(np.float32)
+    y = rng.integers(n_components, size=n_samples)
+    scales = (4.0 / np.arange(1, n_features + 1)).astype(np.float32)
+    X = np.empty((n_samples, n_features), dtype=np.float32)
+    for c in range(n_components):
+        rows = np.flatnonzero(y == c)
+        rotation = np.linalg.qr(rng.normal(size=(n_features, n_features)))[0].astype(np.float32)
+        noise = rng.standard_normal((len(rows), n_features), dtype=np.float32) * scales
+        X[rows] = centers[c] + noise @ rotation.T
+    return X, y
+
+
+def load(name, quick):
+    """(X float32, y, description) of a named set, or None when its file is absent."""
+    if name == "mixture":
+        n = 3000 if quick else 1_000_000
+        X, y = mixture(n)
+        return X, y, f"mixture {n:,} x 128"
+    fname = {"dev": "mnist_train10k_effnet_lite0.npz", "mnist70k": "mnist70k.npz"}[name]
+    path = find_data_file(fname)
+    if path is None:
+        return None
+    data = np.load(path)
+    X, y = data["X"], data["y"]
+    if quick:
+        X, y = X[:2000], y[:2000]
+    X = StandardScaler().fit_transform(X.astype(np.float32)).astype(np.float32)
+    what = "dev features" if name == "dev" else "MNIST pixels"
+    return X, y, f"{what} {X.shape[0]:,} x {X.shape[1]}"
+
+
+def exact_queries(X, rows):
+    """Exact 5 nearest neighbours (self excluded) of ``X[rows]`` and the CPU/wall time taken."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    nn = NearestNeighbors(n_neighbors=K + 1, algorithm="brute").fit(X)
+    truth = neighbors._drop_self(nn.kneighbors(X[rows], return_distance=False), rows)
+    return truth, time.process_time() - cpu, time.perf_counter() - wall
+
+
+def blocks_graph(X, random_state=0, block=20_000, n_components=32):
+    """The skcce 0.1 approximation: exact search within random blocks, in a PCA projection."""
+    rng = np.random.RandomState(random_state)
+    if X.shape[0] <= block:
+        return neighbors.knn_indices(X, K)
+    Z = PCA(n_components, svd_solver="randomized", random_state=rng.randint(2**31 - 1))
+    Z = Z.fit_transform(X).astype(np.float32)
+    perm = rng.permutation(X.shape[0])
+    out = np.empty((X.shape[0], K), dtype=np.int64)
+    for rows in np.array_split(perm, -(-X.shape[0] // block)):
+        out[rows] = rows[neighbors.knn_indices(Z[rows], K)]
+    return out
+
+
+def faiss_graph(X, nprobe, lists_per_sqrt_n):
+    """augmentation_neighbors(algorithm='faiss') with other index settings."""
+    saved = neighbors._IVF_NPROBE, neighbors._IVF_LISTS_PER_SQRT_N
+    neighbors._IVF_NPROBE, neighbors._IVF_LISTS_PER_SQRT_N = nprobe, lists_per_sqrt_n
+    try:
+        return neighbors.augmentation_neighbors(X, K, algorithm="faiss", random_state=0)
+    finally:
+        neighbors._IVF_NPROBE, neighbors._IVF_LISTS_PER_SQRT_N = saved
+
+
+def methods(n_samples, quick):
+    """(name, build function) pairs measured on a set of ``n_samples`` rows."""
+    out = [("skcce 0.1 blocks (PCA-32)", blocks_graph)]
+    default = (neighbors._IVF_NPROBE, neighbors._IVF_LISTS_PER_SQRT_N)
+    for nprobe, lists in sorted({default, (4, 2.0), (16, 2.0)}):
+        tag = " (default)" if (nprobe, lists) == default else ""
+        out.append((f"faiss IVF-Flat {lists:g}*sqrt(n) lists, nprobe {nprobe}{tag}",
+                    lambda X, p=nprobe, c=lists: faiss_graph(X, p, c)))
+    if not quick:  # its Numba compilation alone takes longer than a smoke run should
+        out.append(("pynndescent", lambda X: neighbors.augmentation_neighbors(
+            X, K, algorithm="nndescent", random_state=0)))
+    return out
+
+
+def warm_up_numba():
+    """Compile pynndescent once, outside the timings (a first use costs tens of seconds)."""
+    cpu = time.process_time()
+    X = np.random.default_rng(0).normal(size=(500, 8)).astype(np.float32)
+    neighbors.augmentation_neighbors(X, K, algorithm="nndescent", random_state=0)
+    return time.process_time() - cpu
+
+
+def recall(graph, truth):
+    hits = [len(set(g) & set(t)) for g, t in zip(graph, truth, strict=True)]
+    return float(np.mean(hits)) / K
+
+
+def run_set(X, y, what, n_queries, quick):
+    n = X.shape[0]
+    rows = np.sort(np.random.default_rng(1).choice(n, min(n_queries, n), replace=False))
+    truth, cpu, wall = exact_queries(X, rows)
+    scale = n / len(rows)
+    label_agree = float(np.mean(y[truth] == y[rows, None]))
+    results = [{"data": what, "algorithm": "exact" + ("" if scale == 1 else " (from sample)"),
+                "recall@5": 1.0, "same label": label_agree, "CPU s": cpu * scale,
+                "wall s": wall * scale}]
+    for name, build in methods(n, quick):
+        cpu, wall = time.process_time(), time.perf_counter()
+        graph = build(X)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        assert graph.shape == (n, K) and not (graph == np.arange(n)[:, None]).any()
+        results.append({"data": what, "algorithm": name, "recall@5": recall(graph[rows], truth),
+                        "same label": float(np.mean(y[graph[rows]] == y[rows, None])),
+                        "CPU s": cpu, "wall s": wall})
+        print(results[-1], flush=True)
+    return results
+
+
+def time_minibatch_kmeans(X):
+    cpu, wall = time.process_time(), time.perf_counter()
+    MiniBatchKMeans(n_clusters=10, random_state=0).fit(X)
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke run")
+    parser.add_argument("--output", default=None, help="markdown report to write")
+    parser.add_argument("--queries", type=int, default=1000, help="query rows for recall")
+    parser.add_argument("--sets", default="dev,mnist70k,mixture",
+                        help="comma-separated data sets (dev, mnist70k, mixture)")
+    args = parser.parse_args(argv)
+    if args.output is not None:
+        output = args.output
+    elif args.quick:  # a smoke run does not overwrite the documented table
+        output = os.path.join(tempfile.gettempdir(), "skcce_bench_neighbors_quick.md")
+    else:
+        output = os.path.join(DOCS, "neighbors.md")
+    compile_s = 0.0 if args.quick else warm_up_numba()
+    rows, notes = [], []
+    for name in args.sets.split(","):
+        loaded = load(name, args.quick)
+        if loaded is None:
+            notes.append(f"{name}: data file not found, skipped.")
+            continue
+        X, y, what = loaded
+        rows += run_set(X, y, what, args.queries, args.quick)
+        if name == "mixture":
+            cpu, wall = time_minibatch_kmeans(X)
+            rows.append({"data": what, "algorithm": "MiniBatchKMeans fit, 10 clusters "
+                         "(time reference)", "recall@5": "", "same label": "",
+                         "CPU s": cpu, "wall s": wall})
+    command = "python benchmarks/bench_neighbors.py" + (" --quick" if args.quick else "")
+    header = "\n\n".join([
+        __doc__.split("Usage:")[0].split("\n", 1)[1].strip(),
+        f"Command: `{command}`. Default 'auto' rule: exact search up to "
+        f"{neighbors.EXACT_MAX_SAMPLES:,} rows, else {neighbors._AUTO_ORDER[0]}. "
+        f"pynndescent's one-off Numba compilation ({compile_s:.0f} CPU s) ran before the "
+        "timings. Recall and label agreement are over "
+        f"{args.queries:,} random query rows per set.",
+        *notes,
+        f"Machine: {machine_description()}",
+    ])
+    text = write_markdown(output, "Neighbour graph: recall and build time", header, rows)
+    print(text)
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
