@@ -42,11 +42,17 @@ def _assert_same_search(got, expected):
     np.testing.assert_array_equal(got.best_estimator_.labels_, expected.best_estimator_.labels_)
 
 
-def _worker_threads():
-    import numba
-    import torch
+def _make_thread_probe():
+    # A nested function is pickled by value: the workers need not import this test module.
+    def worker_threads():
+        import os
 
-    return torch.get_num_threads(), numba.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+        import numba
+        import torch
+
+        return torch.get_num_threads(), numba.get_num_threads(), os.environ["OMP_NUM_THREADS"]
+
+    return worker_threads
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +66,7 @@ def test_grid_search_on_a_dask_cluster_matches_the_local_search(local_search):
                                   dashboard_address=None, env=ONE_THREAD) as cluster, \
             distributed.Client(cluster) as client:
         # one thread for torch and Numba in every worker: no oversubscription
-        assert set(client.run(_worker_threads).values()) == {(1, 1, "1")}
+        assert set(client.run(_make_thread_probe()).values()) == {(1, 1, "1")}
         with parallel_config(backend="dask"), distributed.get_task_stream(client) as tasks:
             search = _search(n_jobs=-1)
         # the fits ran on the workers: 4 candidates x 2 folds
@@ -77,7 +83,7 @@ def test_grid_search_on_ray_matches_the_local_search(local_search):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": ONE_THREAD})
     try:
-        assert ray.get(ray.remote(_worker_threads).remote()) == (1, 1, "1")
+        assert ray.get(ray.remote(_make_thread_probe()).remote()) == (1, 1, "1")
         register_ray()
         with parallel_config(backend="ray"):
             search = _search(n_jobs=-1)
