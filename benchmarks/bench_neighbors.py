@@ -224,6 +224,23 @@ def time_minibatch_kmeans(X):
     return time.process_time() - cpu, time.perf_counter() - wall
 
 
+def output_path(output, quick, name):
+    """The report file: ``output`` if given, a temporary file for a smoke run, else docs/."""
+    if output is not None:
+        return output
+    if quick:  # a smoke run does not overwrite the documented table
+        return os.path.join(tempfile.gettempdir(), f"skcce_bench_{name}_quick.md")
+    return os.path.join(DOCS, f"{name}.md")
+
+
+def write_report(path, title, doc, command, notes, rows):
+    """Write the markdown report: the script's description, command, notes, machine, table."""
+    header = "\n\n".join([doc.split("Usage:")[0].split("\n", 1)[1].strip(), command, *notes,
+                          f"Machine: {machine_description()}"])
+    print(write_markdown(path, title, header, rows))
+    print(f"wrote {path}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run")
@@ -232,12 +249,7 @@ def main(argv=None):
     parser.add_argument("--sets", default="dev,mnist70k,mixture",
                         help="comma-separated data sets (dev, mnist70k, mixture)")
     args = parser.parse_args(argv)
-    if args.output is not None:
-        output = args.output
-    elif args.quick:  # a smoke run does not overwrite the documented table
-        output = os.path.join(tempfile.gettempdir(), "skcce_bench_neighbors_quick.md")
-    else:
-        output = os.path.join(DOCS, "neighbors.md")
+    output = output_path(args.output, args.quick, "neighbors")
     compile_s = 0.0 if args.quick else warm_up_numba()
     rows, notes = [], []
     for name in args.sets.split(","):
@@ -253,19 +265,11 @@ def main(argv=None):
                          "(time reference)", "recall@5": "", "same label": "",
                          "CPU s": cpu, "wall s": wall})
     command = "python benchmarks/bench_neighbors.py" + (" --quick" if args.quick else "")
-    header = "\n\n".join([
-        __doc__.split("Usage:")[0].split("\n", 1)[1].strip(),
-        f"Command: `{command}`. Default 'auto' rule: exact search up to "
-        f"{neighbors.EXACT_MAX_SAMPLES:,} rows, else {neighbors._AUTO_ORDER[0]}. "
-        f"pynndescent's one-off Numba compilation ({compile_s:.0f} CPU s) ran before the "
-        "timings. Recall and label agreement are over "
-        f"{args.queries:,} random query rows per set.",
-        *notes,
-        f"Machine: {machine_description()}",
-    ])
-    text = write_markdown(output, "Neighbour graph: recall and build time", header, rows)
-    print(text)
-    print(f"wrote {output}")
+    text = (f"Command: `{command}`. Default 'auto' rule: {neighbors._auto_rule()}. "
+            f"pynndescent's one-off Numba compilation ({compile_s:.0f} CPU s) ran before the "
+            f"timings. Recall and label agreement are over {args.queries:,} random query rows "
+            "per set (every row up to 20,000 rows).")
+    write_report(output, "Neighbour graph: recall and build time", __doc__, text, notes, rows)
 
 
 if __name__ == "__main__":

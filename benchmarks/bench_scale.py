@@ -29,7 +29,6 @@ Usage: ``python benchmarks/bench_scale.py [--quick] [--output PATH]
 import argparse
 import os
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -38,13 +37,10 @@ from sklearn.cluster import MiniBatchKMeans
 from sklearn.exceptions import ConvergenceWarning
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine_description, write_markdown  # noqa: E402
-from bench_neighbors import mixture  # noqa: E402
+from bench_neighbors import mixture, output_path, write_report  # noqa: E402
 
 from skcce import CollisionClustering  # noqa: E402
 from skcce.metrics import clustering_accuracy  # noqa: E402
-
-DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmarks")
 
 
 def _rss():
@@ -148,12 +144,7 @@ def main(argv=None):
     parser.add_argument("--n-features", type=int, default=128)
     parser.add_argument("--n-clusters", type=int, default=10)
     args = parser.parse_args(argv)
-    if args.output is not None:
-        output = args.output
-    elif args.quick:  # a smoke run does not overwrite the documented table
-        output = os.path.join(tempfile.gettempdir(), "skcce_bench_scale_quick.md")
-    else:
-        output = os.path.join(DOCS, "scale.md")
+    output = output_path(args.output, args.quick, "scale")
     default_sizes = "2000" if args.quick else "10000,30000"
     sizes = [int(float(s)) for s in (args.sizes or default_sizes).split(",")]
     warm_up(args.n_features, args.n_clusters)
@@ -163,14 +154,8 @@ def main(argv=None):
     command = "python benchmarks/bench_scale.py" + (" --quick" if args.quick else "")
     if args.sizes:
         command += f" --sizes {args.sizes}"
-    header = "\n\n".join([
-        __doc__.split("Usage:")[0].split("\n", 1)[1].strip(),
-        f"Command: `{command}`.",
-        f"Machine: {machine_description()}",
-    ])
-    text = write_markdown(output, "Scale: time, memory and accuracy against M", header, rows)
-    print(text)
-    print(f"wrote {output}")
+    write_report(output, "Scale: time, memory and accuracy against M", __doc__,
+                 f"Command: `{command}`.", [], rows)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,13 @@ cross-entropy between neighbours' predictions).
 The graph is computed once per fit, in the space of the features given.
 Small inputs get the exact graph (scikit-learn's
 :class:`~sklearn.neighbors.NearestNeighbors`, one chunk of query rows at a
-time); large ones an approximate graph from a maintained library: faiss
-(``pip install faiss-cpu``, or ``faiss-gpu`` whose GPU index is taken when
-CUDA is available) or pynndescent. Both are optional dependencies, imported
-only when used (``pip install "skcce[scale]"`` installs them).
-``benchmarks/bench_neighbors.py`` measures recall and time of each choice
-(``docs/benchmarks/neighbors.md``).
+time); large ones an approximate graph from a maintained library:
+pynndescent on CPU, faiss on a GPU (``faiss-gpu``; ``faiss-cpu`` works too).
+Both are optional dependencies, imported only when used (``pip install
+"skcce[scale]"`` installs them). ``benchmarks/bench_neighbors.py`` measures
+the recall and time of each choice (``docs/benchmarks/neighbors.md``): on
+CPU, pynndescent reached a higher recall than faiss's IVF-Flat index in less
+time at 70,000 and 1,000,000 rows.
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ ALGORITHMS = ("auto", "exact", "faiss", "nndescent")
 # 'auto' searches exactly up to this many rows: the graph then takes seconds,
 # and results on small data do not depend on an optional library.
 EXACT_MAX_SAMPLES = 20_000
-# Libraries 'auto' tries beyond EXACT_MAX_SAMPLES, best first (measured in
-# docs/benchmarks/neighbors.md: faiss reaches the recall target in less time).
-_AUTO_ORDER = ("faiss", "nndescent")
-
+# Libraries 'auto' tries beyond EXACT_MAX_SAMPLES on CPU, best first. With a
+# GPU build of faiss and a CUDA device, faiss comes first. Measured in
+# docs/benchmarks/neighbors.md (benchmarks/bench_neighbors.py).
+_CPU_AUTO_ORDER = ("nndescent", "faiss")
 _INSTALL = {
     "faiss": "pip install faiss-cpu (or faiss-gpu on a CUDA machine)",
     "nndescent": "pip install pynndescent",
@@ -191,19 +192,35 @@ def _installed(name):
     return importlib.util.find_spec(_MODULES[name]) is not None
 
 
+def _auto_order():
+    """Libraries 'auto' tries beyond ``EXACT_MAX_SAMPLES`` rows, best first."""
+    if _installed("faiss") and _faiss_gpu(importlib.import_module("faiss")):
+        return ("faiss",) + tuple(name for name in _CPU_AUTO_ORDER if name != "faiss")
+    return _CPU_AUTO_ORDER
+
+
+def _auto_rule():
+    """What ``algorithm='auto'`` does, in words (for reports)."""
+    first, second = _CPU_AUTO_ORDER
+    return (f"exact search up to {EXACT_MAX_SAMPLES:,} rows; beyond, faiss on a GPU "
+            f"(faiss-gpu and CUDA), else {first} on CPU, else {second} if {first} is not "
+            "installed, else exact with a warning")
+
+
 def _resolve_algorithm(algorithm, n_samples):
     """The search 'auto' stands for on ``n_samples`` rows, with the installed libraries."""
     if algorithm != "auto":
         return algorithm
     if n_samples <= EXACT_MAX_SAMPLES:
         return "exact"
-    for i, name in enumerate(_AUTO_ORDER):
+    order = _auto_order()
+    for name in order:
         if _installed(name):
-            if i:
+            if name != order[0]:
                 warnings.warn(
-                    f"faiss is not installed; the neighbour graph of {n_samples} rows uses "
-                    f"{name} instead ({_INSTALL['faiss']} for the faster default)",
-                    UserWarning, stacklevel=3)
+                    f"{_MODULES[order[0]]} is not installed; the neighbour graph of "
+                    f"{n_samples} rows uses {name} instead ({_INSTALL[order[0]]} for the "
+                    "faster default)", UserWarning, stacklevel=3)
             return name
     warnings.warn(
         f"no approximate neighbour-search library is installed: the neighbour graph of "
@@ -313,11 +330,15 @@ def augmentation_neighbors(X, n_neighbors, *, algorithm="auto", random_state=Non
           ``2 * sqrt(n_samples)`` of them, 8 probed per query), on the GPU
           with ``faiss-gpu`` and a CUDA device. The index holds a float32
           copy of ``X`` while the graph is built.
-        - ``'nndescent'``: pynndescent's NN-descent graph (compiled by Numba
-          on first use, which takes tens of seconds once).
-        - ``'auto'``: ``'exact'`` up to 20,000 rows, else ``'faiss'``; if
-          faiss is not installed, ``'nndescent'``; if neither is, ``'exact'``
-          with a warning.
+        - ``'nndescent'``: pynndescent's nearest-neighbour descent (its
+          Numba code compiles on first use in a process, which takes tens
+          of seconds once).
+        - ``'auto'``: ``'exact'`` up to 20,000 rows. Beyond, ``'faiss'``
+          when faiss has GPU support and sees a CUDA device, else
+          ``'nndescent'`` (faster and more accurate than faiss on CPU in
+          ``docs/benchmarks/neighbors.md``); the other library if that one
+          is not installed, with a warning; ``'exact'`` with a warning if
+          neither is.
     random_state : int, RandomState instance or None, default=None
         Seeds the approximate searches (faiss's k-means training sample and
         initialisation, NN-descent's initialisation).

@@ -1,4 +1,6 @@
+import importlib.util
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -169,35 +171,58 @@ def test_faiss_float64_memmap_is_read_in_chunks(tmp_path):
     assert _recall(got[:500], knn_indices(X, 3)[:500]) >= 0.9
 
 
-def test_auto_uses_faiss_beyond_the_exact_limit(monkeypatch):
-    pytest.importorskip("faiss")
-    X = _blobs(400)
-    monkeypatch.setattr(neighbors, "EXACT_MAX_SAMPLES", 400)
-    np.testing.assert_array_equal(augmentation_neighbors(X, 3), _reference(X, 3))
-    monkeypatch.setattr(neighbors, "EXACT_MAX_SAMPLES", 399)
-    np.testing.assert_array_equal(augmentation_neighbors(X, 3),
-                                  augmentation_neighbors(X, 3, algorithm="faiss"))
-
-
-def test_auto_falls_back_with_a_warning(monkeypatch):
-    X = _blobs(300)
+@pytest.fixture
+def searches(monkeypatch):
+    """Replace both approximate searches by recorders that return valid candidates."""
     calls = []
 
-    def fake_nndescent(X, k, random_state, verbose):
-        calls.append(k)
-        return np.asarray(knn_indices(X, k + 1), dtype=np.int64)  # a valid k + 1 candidate list
+    def recorder(name):
+        def search(X, k, random_state, verbose):
+            calls.append(name)
+            return np.asarray(knn_indices(X, k + 1), dtype=np.int64)  # k + 1 candidates
+        return search
 
+    monkeypatch.setattr(neighbors, "_faiss_knn", recorder("faiss"))
+    monkeypatch.setattr(neighbors, "_nndescent_knn", recorder("nndescent"))
+    return calls
+
+
+def test_auto_rule(monkeypatch, searches):
+    X = _blobs(300)
+    monkeypatch.setattr(neighbors, "EXACT_MAX_SAMPLES", 300)
+    monkeypatch.setattr(neighbors, "_installed", lambda name: True)
+    np.testing.assert_array_equal(augmentation_neighbors(X, 3), _reference(X, 3))
+    assert searches == []
+    monkeypatch.setattr(neighbors, "EXACT_MAX_SAMPLES", 299)
+    _check_graph(augmentation_neighbors(X, 3), 300, 3)
+    assert searches == [neighbors._CPU_AUTO_ORDER[0]]
+    if importlib.util.find_spec("faiss") is not None:  # the GPU check imports faiss
+        monkeypatch.setattr(neighbors, "_faiss_gpu", lambda faiss: True)
+        augmentation_neighbors(X, 3)
+        assert searches[-1] == "faiss"
+    assert "exact search up to 299 rows" in neighbors._auto_rule()
+
+
+@pytest.mark.parametrize("available", ["faiss", "nndescent"])
+def test_auto_falls_back_with_a_warning(monkeypatch, searches, available):
+    X = _blobs(300)
     monkeypatch.setattr(neighbors, "EXACT_MAX_SAMPLES", 100)
-    monkeypatch.setattr(neighbors, "_nndescent_knn", fake_nndescent)
-    monkeypatch.setattr(neighbors, "_installed", lambda name: name == "nndescent")
-    with pytest.warns(UserWarning, match="faiss is not installed.*uses nndescent"):
-        got = augmentation_neighbors(X, 3)
-    assert calls == [3]
+    monkeypatch.setattr(neighbors, "_CPU_AUTO_ORDER", ("nndescent", "faiss"))
+    monkeypatch.setattr(neighbors, "_installed", lambda name: name == available)
+    if available == "nndescent":
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the first choice: no warning
+            got = augmentation_neighbors(X, 3)
+    else:
+        with pytest.warns(UserWarning, match="pynndescent is not installed.*uses faiss"):
+            got = augmentation_neighbors(X, 3)
+    assert searches == [available]
     _check_graph(got, 300, 3)
     monkeypatch.setattr(neighbors, "_installed", lambda name: False)
     with pytest.warns(UserWarning, match="searched exactly.*skcce\\[scale\\]"):
         got = augmentation_neighbors(X, 3)
     np.testing.assert_array_equal(got, _reference(X, 3))
+    assert searches == [available]
 
 
 @pytest.mark.parametrize("algorithm, package", [("faiss", "faiss-cpu"),
