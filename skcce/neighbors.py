@@ -258,7 +258,11 @@ def _faiss_index(faiss, X, rng, verbose):
     index.cp.max_points_per_centroid = _IVF_TRAIN_PER_LIST
     n_train = min(n_samples, nlist * _IVF_TRAIN_PER_LIST)
     rows = np.sort(rng.choice(n_samples, n_train, replace=False))
-    index.train(np.ascontiguousarray(X[rows], dtype=np.float32))
+    sample = np.empty((n_train, n_features), dtype=np.float32)
+    for start in range(0, n_train, _CHUNK):  # gathered in chunks: no float64 copy
+        sample[start:start + _CHUNK] = X[rows[start:start + _CHUNK]]
+    index.train(sample)
+    del sample
     index.nprobe = min(_IVF_NPROBE, nlist)
     if _faiss_gpu(faiss):
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
