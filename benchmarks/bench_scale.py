@@ -39,7 +39,7 @@ from sklearn.exceptions import ConvergenceWarning
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_neighbors import mixture, output_path, write_report  # noqa: E402
 
-from skcce import CollisionClustering  # noqa: E402
+from skcce import CollisionClustering, neighbors  # noqa: E402
 from skcce.metrics import clustering_accuracy  # noqa: E402
 
 
@@ -108,13 +108,18 @@ def methods():
     return out + [("faiss k-means", fit_faiss_kmeans)]
 
 
-def warm_up(n_features, k):
-    """One small fit of each method first: imports and one-off set-up are not measured."""
+def warm_up(n_features, k, largest):
+    """One small fit of each method first: imports and one-off compilation are not measured."""
     X, _ = mixture(max(500, 20 * k), n_features=n_features, n_components=k)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for _, fit in methods():
             fit(X, k)
+        # Beyond EXACT_MAX_SAMPLES rows the fit's graph comes from a library (pynndescent's
+        # Numba code compiles on first use): run it once here.
+        if largest > neighbors.EXACT_MAX_SAMPLES:
+            large = neighbors._resolve_algorithm("auto", largest)
+            neighbors.augmentation_neighbors(X, 5, algorithm=large)
 
 
 def run_size(n, n_features, k):
@@ -147,7 +152,7 @@ def main(argv=None):
     output = output_path(args.output, args.quick, "scale")
     default_sizes = "2000" if args.quick else "10000,30000"
     sizes = [int(float(s)) for s in (args.sizes or default_sizes).split(",")]
-    warm_up(args.n_features, args.n_clusters)
+    warm_up(args.n_features, args.n_clusters, max(sizes))
     rows = []
     for n in sizes:
         rows += run_size(n, args.n_features, args.n_clusters)
