@@ -31,6 +31,8 @@ _EXPORTS = {
     "CheckpointError": "skcce._checkpoint",
     # neighbours
     "knn_indices": "skcce.neighbors",
+    "augmentation_neighbors": "skcce.neighbors",
+    "check_neighbors": "skcce.neighbors",
     # images
     "extract_features": "skcce.features",
 }

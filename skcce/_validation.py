@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from sklearn.utils.validation import column_or_1d
 
-__all__ = ["check_n_clusters", "check_neighbors", "check_float32_range", "check_prior",
+__all__ = ["check_n_clusters", "check_float32_range", "check_prior",
            "check_partial_labels", "seeds_from", "user_stacklevel", "warn"]
 
 
@@ -81,39 +81,6 @@ def check_n_clusters(n_clusters, n_samples):
         raise ValueError(f"n_clusters must be >= 1, got {n_clusters}")
     if n_clusters > n_samples:
         raise ValueError(f"n_clusters={n_clusters} must be <= n_samples={n_samples}")
-
-
-def check_neighbors(neighbors, n_samples):
-    """Validate a precomputed neighbour graph: int64 ids of shape (n_samples, k), no self-loops.
-
-    Row ``i`` lists the neighbours of sample ``i`` (indices into the rows of
-    ``X``, in ``[0, n_samples)``, never ``i`` itself), as
-    :func:`skcce.neighbors.augmentation_neighbors` returns them.
-
-    Examples
-    --------
-    >>> from skcce._validation import check_neighbors
-    >>> check_neighbors([[1], [0], [1]], 3).tolist()
-    [[1], [0], [1]]
-    """
-    try:
-        graph = np.asarray(neighbors)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"neighbors must be an integer array of shape ({n_samples}, k): "
-                         f"{exc}") from None
-    if graph.ndim != 2 or graph.shape[0] != n_samples or graph.shape[1] < 1:
-        raise ValueError(f"neighbors must have shape (n_samples, k) = ({n_samples}, k) with "
-                         f"k >= 1, one row of neighbour ids per sample; got {graph.shape}")
-    if graph.dtype.kind not in "iu":
-        raise ValueError(f"neighbors must hold integer row ids, got dtype {graph.dtype}")
-    if graph.min() < 0 or graph.max() >= n_samples:
-        raise ValueError(f"neighbors must be row ids in [0, {n_samples}); got values in "
-                         f"[{graph.min()}, {graph.max()}]")
-    own = np.flatnonzero((graph == np.arange(n_samples)[:, None]).any(axis=1))
-    if own.size:
-        raise ValueError(f"row {own[0]} of neighbors contains {own[0]} itself; a point is not "
-                         "its own neighbour")
-    return graph.astype(np.int64, copy=False)
 
 
 def check_float32_range(X):

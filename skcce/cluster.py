@@ -30,7 +30,6 @@ from skcce._sources import TargetSource
 from skcce._training import Trainer, TrainResult
 from skcce._validation import (
     check_n_clusters,
-    check_neighbors,
     check_partial_labels,
     check_prior,
     seeds_from,
@@ -347,19 +346,20 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         if images or self.augment is None:
             return None  # images use image transforms, not pixel-space neighbours
         if given is not None:
+            from skcce.neighbors import check_neighbors
+
             return check_neighbors(given, len(X))
         if X.shape[0] < 2:
             raise ValueError(f"augment={self.augment!r} needs at least 2 samples per call, "
                              f"got n_samples={X.shape[0]}")
         from skcce.neighbors import augmentation_neighbors
 
-        extra = {} if self.neighbors_algorithm == "auto" else {
-            "algorithm": self.neighbors_algorithm}
         random_state = self.random_state  # None: a fresh seed, not numpy's global generator
         if random_state is None:
             random_state = seeds_from(None, 1)[0]
         return augmentation_neighbors(X, min(self.n_neighbors, X.shape[0] - 1),
-                                      random_state=random_state, **extra)
+                                      algorithm=self.neighbors_algorithm,
+                                      random_state=random_state, verbose=self.verbose)
 
     def _views(self, images, neighbors):
         """Image transforms, or neighbours of feature vectors (the loop's ``views``)."""

@@ -311,7 +311,7 @@ def _complete(X, indices, n_neighbors):
 
 
 def augmentation_neighbors(X, n_neighbors, *, algorithm="auto", random_state=None, verbose=0):
-    """Neighbours for feature-space self-augmentation, exact or approximate.
+    """Find the neighbours for feature-space self-augmentation, exact or approximate.
 
     The euclidean nearest neighbours of each row of ``X`` among all rows, in
     the space of ``X`` itself (no projection). Exact search costs

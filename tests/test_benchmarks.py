@@ -37,6 +37,8 @@ SCRIPTS = {
     "bench_deep_ablation": ([], "mnist70k.npz", None),
     "bench_noisy_labels": ([], "mnist70k.npz", "--out"),
     "fig1_collision_vs_shannon": ([], None, "--out-dir"),
+    "bench_neighbors": ([], None, "--output"),
+    "bench_scale": ([], None, "--output"),
 }
 
 
