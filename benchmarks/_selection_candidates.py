@@ -57,7 +57,8 @@ def dataset_context(X, seed=0, umap=True):
         times["umap"] = time.perf_counter() - t
     perm = rng.permutation(len(X))
     return {"kmeans_ref": {}, "X": X, "Z": Z, "R": R, "knn": knn, "U": U,
-            "half": perm[: len(X) // 2], "rest": perm[len(X) // 2:], "sub": perm[: min(2000, len(X))], "times": times}
+            "half": perm[: len(X) // 2], "rest": perm[len(X) // 2:],
+            "sub": perm[: min(2000, len(X))], "times": times}
 
 
 def _probe(F, labels, ctx):
