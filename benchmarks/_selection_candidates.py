@@ -3,8 +3,9 @@
 Each candidate maps one fit (its labels, ``predict_proba`` and pseudo-labels)
 and a per-dataset context (a PCA embedding, its neighbour graph, optionally a
 UMAP embedding) to a number where higher should mean a better clustering.
-The one that tracked accuracy best ships as
-:func:`skcce.selection.validity_score`; the others stay here so the
+The best single-fit one ships as :func:`skcce.selection.validity_score`
+(scored by the benchmark itself, with its timing), the restart-based one as
+:func:`skcce.selection.consensus_scores`; the others stay here so the
 measurement can be rerun.
 """
 
@@ -22,8 +23,6 @@ from sklearn.metrics import (
     silhouette_score,
 )
 from sklearn.neighbors import NearestNeighbors
-
-from skcce.selection import validity_score
 
 N_NEIGHBORS = 10
 
@@ -124,7 +123,6 @@ def single_fit_candidates(fit, ctx):
         "knn_agree": float(same.mean()),
         "knn_agree_min": float(min(per_cluster)),
         "knn_agree_balanced": float(np.mean(per_cluster)),
-        "knn_modularity": float(same.mean() - (sizes ** 2).sum()),
         "knn_excess": float(np.mean(np.asarray(per_cluster) - nz)),
         "knn_agree_corrected": float(np.mean([(a - p) / (1 - p) if p < 1 else 0.0
                                               for a, p in zip(per_cluster, nz, strict=True)])),
@@ -139,7 +137,6 @@ def single_fit_candidates(fit, ctx):
         "collision": float((proba ** 2).sum(axis=1).mean()),
         "neg_entropy": float((proba * np.log(np.clip(proba, 1e-12, None))).sum(axis=1).mean()),
         "size_entropy": float(-(nz * np.log(nz)).sum() / np.log(k)),
-        "validity": validity_score(labels, ctx["X"], random_state=0),
         "ari_kmeans_pca": float(adjusted_rand_score(labels, _kmeans_reference(ctx, k))),
     }
     if ctx["U"] is not None:

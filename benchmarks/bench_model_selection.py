@@ -31,6 +31,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -187,6 +188,7 @@ def load_fits(cache, dataset, n_clusters=None, lam=None):
             continue
         with np.load(os.path.join(cache, name)) as data:
             fit = {k: (data[k].item() if data[k].ndim == 0 else data[k]) for k in data.files}
+        fit["path"] = os.path.join(cache, name)
         if n_clusters is not None and fit["n_clusters"] != n_clusters:
             continue
         if lam is not None and fit["lam"] != lam:
@@ -212,15 +214,28 @@ def context_cached(cache, dataset, X, umap=True):
 
 
 def score_fits(fits, ctx):
-    """Candidates of every fit (single-fit ones, then restart-based ones), with timing."""
+    """Candidates of every fit (single-fit ones, then restart-based ones), with timing.
+
+    Single-fit candidates are cached beside each fit (``*.scores.json``), so
+    a report is rebuilt without recomputing them.
+    """
     rows = []
     for fit in fits:
         row = {"lam": fit["lam"], "seed": fit["seed"], "K": fit["n_clusters"], "acc": fit["acc"],
                "fit_time": fit["time"], "labels": fit["labels"]}
-        row.update(candidates.single_fit_candidates(fit, ctx))
-        start = time.perf_counter()
-        validity_score(fit["labels"], ctx["X"], random_state=0)
-        row["validity_time"] = time.perf_counter() - start
+        cached = fit.get("path", "") + ".scores.json"
+        if os.path.exists(cached):
+            with open(cached, encoding="utf-8") as fh:
+                row.update(json.load(fh))
+        else:
+            scores = candidates.single_fit_candidates(fit, ctx)
+            start = time.perf_counter()
+            scores[SHIPPED] = validity_score(fit["labels"], ctx["X"], random_state=0)
+            scores["validity_time"] = time.perf_counter() - start
+            row.update(scores)
+            if "path" in fit:
+                with open(cached, "w", encoding="utf-8") as fh:
+                    json.dump(scores, fh)
         rows.append(row)
     for row, extra in zip(rows, candidates.consensus_candidates(fits), strict=True):
         row.update(extra)
@@ -249,19 +264,18 @@ def _mean_std(values):
     return f"{100 * values.mean():.1f} +- {100 * values.std():.1f}"
 
 
-def lam_selection(rows, score=SHIPPED):
-    """What a label-free search over lam picks (mean score over seeds) vs the best lam."""
+def lam_selection(rows, names=(SHIPPED, "consensus", "neg_loss")):
+    """The lam each score picks (its mean over the seeds of each lam) vs the best lam."""
     lams = sorted({r["lam"] for r in rows})
     acc = {lam: np.mean([r["acc"] for r in rows if r["lam"] == lam]) for lam in lams}
-    by = {}
-    for name in (score, "neg_loss"):
-        means = {lam: np.mean([r[name] for r in rows if r["lam"] == lam]) for lam in lams}
-        by[name] = max(lams, key=means.get)
     best = max(lams, key=acc.get)
-    return {"best lam": best, "its acc": 100 * acc[best],
-            f"lam by {score}": by[score], "acc (by score)": 100 * acc[by[score]],
-            "gap (points)": 100 * (acc[best] - acc[by[score]]),
-            "lam by neg loss": by["neg_loss"], "acc (by loss)": 100 * acc[by["neg_loss"]]}
+    out = {"best lam": best, "its acc": 100 * acc[best]}
+    for name in names:
+        means = {lam: np.mean([r[name] for r in rows if r["lam"] == lam]) for lam in lams}
+        pick = max(lams, key=means.get)
+        out[f"lam by {name}"] = pick
+        out[f"gap, {name} (points)"] = 100 * (acc[best] - acc[pick])
+    return out
 
 
 def restart_selection(rows, n_init=5, names=(SHIPPED, "consensus", "neg_loss")):
@@ -325,11 +339,29 @@ def baseline_accuracies(cache, dataset, ctx, y, n_clusters):
 
 
 def k_selection(k_rows, names):
-    """The K with the best value of each score over the n_clusters candidates."""
+    """The K with the best value of each single-fit score (first seed of each K)."""
+    first = min(r["seed"] for r in k_rows)
+    rows = sorted([r for r in k_rows if r["seed"] == first], key=lambda r: r["K"])
     out = {}
     for name in names:
-        values = [r[name] for r in k_rows]
-        out[name] = int(k_rows[int(np.nanargmax(values))]["K"])
+        values = [r[name] for r in rows]
+        out[name] = int(rows[int(np.nanargmax(values))]["K"])
+    stab = k_stability(k_rows)
+    out["stability"] = max(stab, key=stab.get) if stab else "n/a"
+    return out
+
+
+def k_stability(k_rows):
+    """Mean pairwise ARI between the seeds of each K that has at least two seeds."""
+    from sklearn.metrics import adjusted_rand_score
+
+    out = {}
+    for k in sorted({r["K"] for r in k_rows}):
+        group = [r["labels"] for r in k_rows if r["K"] == k]
+        if len(group) >= 2:
+            pairs = [adjusted_rand_score(group[i], group[j])
+                     for i in range(len(group)) for j in range(i + 1, len(group))]
+            out[k] = float(np.mean(pairs))
     return out
 
 
@@ -338,25 +370,27 @@ def candidate_names(rows):
     return [k for k in rows[0] if k not in META]
 
 
-def plot_scores(path, results, score=SHIPPED):
-    """Figure: the shipped score against accuracy, one panel per dataset."""
+def plot_scores(path, results, scores=(SHIPPED, "consensus")):
+    """Figure: each score in ``scores`` against accuracy, one panel per dataset."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 3.3), squeeze=False)
-    for ax, (dataset, res) in zip(axes[0], results.items(), strict=True):
-        rows = res["rows"]
-        lams = np.array([r["lam"] for r in rows])
-        sc = ax.scatter([r[score] for r in rows], [100 * r["acc"] for r in rows],
-                        c=np.log2(lams), cmap="viridis", s=28)
-        rho = spearman_table(rows, [score])[score]
-        ax.set_title(f"{dataset} (Spearman {rho:+.2f})")
-        ax.set_xlabel(f"{score} score")
-        ax.set_ylabel("accuracy (%)")
-    fig.colorbar(sc, ax=axes[0].tolist(), label="log2(lam)")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig, axes = plt.subplots(len(scores), len(results), squeeze=False,
+                             figsize=(3.6 * len(results), 3.1 * len(scores)))
+    for row, score in enumerate(scores):
+        for ax, (dataset, res) in zip(axes[row], results.items(), strict=True):
+            rows = res["rows"]
+            lams = np.array([r["lam"] for r in rows])
+            sc = ax.scatter([r[score] for r in rows], [100 * r["acc"] for r in rows],
+                            c=np.log2(lams), cmap="viridis", vmin=-2, vmax=2, s=28)
+            rho = spearman_table(rows, [score])[score]
+            ax.set_title(f"{dataset}: Spearman {rho:+.2f}", fontsize=10)
+            ax.set_xlabel(f"{score} score")
+            ax.set_ylabel("accuracy (%)")
+    fig.colorbar(sc, ax=axes.ravel().tolist(), label="log2(lam)")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -370,15 +404,6 @@ def _spearman_rows(results):
         row["mean"] = float(np.nanmean([table[d][name] for d in results]))
         rows.append(row)
     return sorted(rows, key=lambda r: -np.nan_to_num(r["mean"], nan=-9))
-
-
-def _table(rows):
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        cells = [f"{v:+.2f}" if isinstance(v, float) else str(v) for v in row.values()]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def write_report(path, results, argv, args):
@@ -398,13 +423,15 @@ def write_report(path, results, argv, args):
         picked = restart_selection(default)
         restart_rows.append({"dataset": dataset, "seeds": len(default),
                              **{k: _mean_std(v) for k, v in picked.items()}})
-        names = [SHIPPED, "knn_modularity", "silhouette_pca", "calinski_pca", "probe_pca",
+        names = [SHIPPED, "knn_agree_balanced", "silhouette_pca", "calinski_pca", "probe_pca",
                  "neg_loss"]
-        if len(res["k_rows"]) > 1:
+        if res["k_rows"]:
             chosen = k_selection(res["k_rows"], [n for n in names if n in res["k_rows"][0]])
+            ks = sorted({r["K"] for r in res["k_rows"]})
+            stab = k_stability(res["k_rows"])
             k_rows.append({"dataset": dataset, "true K": res["n_classes"],
-                           "K tried": " ".join(str(r["K"]) for r in
-                                               sorted(res["k_rows"], key=lambda r: r["K"])),
+                           "K tried": f"{ks[0]}..{ks[-1]} ({len(ks)} values)",
+                           "K with 2 seeds": " ".join(map(str, stab)) or "none",
                            **{f"by {k}": v for k, v in chosen.items()}})
         fit_t = np.median([r["fit_time"] for r in rows])
         val_t = np.median([r["validity_time"] for r in rows])
@@ -413,10 +440,16 @@ def write_report(path, results, argv, args):
                           "UMAP-10 once (s)": res["ctx_times"].get("umap", float("nan"))})
     best_cfg = []
     for dataset, res in results.items():
-        sel = lam_selection(res["rows"])
+        rows = res["rows"]
+        sel = lam_selection(rows)
+        by_lam = {lam: np.mean([r["acc"] for r in rows if r["lam"] == lam])
+                  for lam in {r["lam"] for r in rows}}
+        medoid = max(rows, key=lambda r: r["consensus"])
         base = {f"{k} (seed 0)": 100 * v if v is not None else "n/a"
                 for k, v in res["baselines"].items()}
-        best_cfg.append({"dataset": dataset, "CCE, lam by score (mean acc)": sel["acc (by score)"],
+        best_cfg.append({"dataset": dataset,
+                         "CCE, lam by consensus (mean acc)": 100 * by_lam[sel["lam by consensus"]],
+                         "CCE, grid fit with the best consensus": 100 * medoid["acc"],
                          "CCE, best lam (mean acc)": sel["its acc"], **base})
     header = _header_text(argv, args, results)
     body = [
@@ -427,31 +460,32 @@ def write_report(path, results, argv, args):
         "`consensus` and `stability_restarts` need several fits (restarts); every other "
         "candidate scores one fit.",
         "",
-        _table(spear),
+        _markdown_table(spear, "{:+.2f}"),
         "",
-        f"![{SHIPPED} score against accuracy]({os.path.basename(figure)})",
+        f"![validity and consensus scores against accuracy]({os.path.basename(figure)})",
         "",
     ]
     text = write_markdown(path, "Label-free model selection", header, [])
     sections = [("Choosing lam without labels (mean over seeds per lam)", lam_rows),
                 ("Restarts: n_init chosen by a score (every n_init-subset of the seeds at "
                  "lam=1; accuracy mean +- std in points)", restart_rows),
-                ("Choosing the number of clusters (lam=1, one seed per K)", k_rows),
+                ("Choosing the number of clusters (lam=1; single-fit scores on the first seed of "
+                 "each K, stability = ARI between seeds where a K has two)", k_rows),
                 ("Against K-means and UMAP(10)+K-means (accuracy, %)", best_cfg),
                 ("Cost", cost_rows)]
     for title, rows in sections:
         if rows:
-            body += [f"## {title}", "", _plain_table(rows), ""]
+            body += [f"## {title}", "", _markdown_table(rows), ""]
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(text + "\n".join(body))
 
 
-def _plain_table(rows):
+def _markdown_table(rows, fmt="{:.4g}"):
+    """Pipe table of a list of dicts (floats through ``fmt``)."""
     columns = list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(f"{row[c]:.4g}" if isinstance(row[c], float)
-                                       else str(row[c]) for c in columns) + " |")
+    lines += ["| " + " | ".join(fmt.format(row[c]) if isinstance(row[c], float) else str(row[c])
+                                for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -513,10 +547,8 @@ def main(argv=None):
         fits = load_fits(args.cache, dataset)
         n_classes = len(np.unique(y))
         rows = score_fits([f for f in fits if f["n_clusters"] == n_classes], ctx)
-        k_rows = score_fits(
-            [f for f in fits if f["lam"] == 1.0 and f["seed"] == plan[0][2]
-             and f["n_clusters"] != n_classes] + [f for f in fits if f["lam"] == 1.0
-             and f["seed"] == plan[0][2] and f["n_clusters"] == n_classes], ctx)
+        k_fits = [f for f in fits if f["lam"] == 1.0 and f["seed"] <= 1]
+        k_rows = score_fits(k_fits, ctx) if len({f["n_clusters"] for f in k_fits}) > 1 else []
         baseline = baseline_accuracies(args.cache, dataset, ctx, y, n_classes)
         results[dataset] = {"rows": rows, "k_rows": k_rows, "n_classes": n_classes,
                             "baselines": baseline, "ctx_times": ctx["times"]}
