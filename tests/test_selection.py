@@ -123,7 +123,8 @@ def test_scorer_with_collision_clustering(blobs):
 
 def test_select_n_clusters_finds_three_blobs(blobs):
     X, _ = blobs
-    result = select_n_clusters(X, [3, 4, 5, 6], KMeans(n_init=1), n_init=4, random_state=0)
+    result = select_n_clusters(X, [3, 4, 5, 6], KMeans(n_init=1), scoring="stability",
+                               n_init=4, random_state=0)
     assert isinstance(result, SelectionResult)
     assert result.n_clusters == 3
     assert result.best_estimator.n_clusters == 3
@@ -137,9 +138,18 @@ def test_select_n_clusters_with_collision_clustering(blobs):
     # the start puts it; 3 is the stable answer.
     X = StandardScaler().fit_transform(blobs[0])
     est = CollisionClustering(lr=0.05, max_epochs=20)
-    result = select_n_clusters(X, [2, 3, 4], est, n_init=3, random_state=0)
+    result = select_n_clusters(X, [2, 3, 4], est, scoring="stability", n_init=3,
+                               random_state=0)
     assert result.n_clusters == 3
     assert result.scores[1] == pytest.approx(1.0)
+
+
+def test_select_n_clusters_default_validity_does_not_merge_blobs(blobs):
+    X, y = blobs
+    result = select_n_clusters(X, [2, 3], KMeans(n_init=3, random_state=0))
+    assert result.n_clusters == 3
+    np.testing.assert_allclose(result.scores, [validity_score(e, X, random_state=0) for e in (
+        KMeans(2, n_init=3, random_state=0).fit(X), KMeans(3, n_init=3, random_state=0).fit(X))])
 
 
 def test_select_n_clusters_custom_scoring_and_errors(blobs):
@@ -149,7 +159,9 @@ def test_select_n_clusters_custom_scoring_and_errors(blobs):
                                scoring=lambda est, data: est.n_clusters)
     assert result.n_clusters == 4
     with pytest.raises(ValueError, match="n_init >= 2"):
-        select_n_clusters(X, [2, 3], km, n_init=1)
+        select_n_clusters(X, [2, 3], km, scoring="stability")
+    with pytest.raises(ValueError, match="scoring must be"):
+        select_n_clusters(X, [2, 3], km, scoring="loss")
     with pytest.raises(ValueError, match="empty"):
         select_n_clusters(X, [], km)
     with pytest.raises(ValueError, match="candidate"):
