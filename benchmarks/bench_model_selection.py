@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -623,6 +624,8 @@ def main(argv=None):
         print(f"{dataset}: {len(rows)} fits at K={n_classes}, {len(k_rows)} over K", flush=True)
     output = args.output or DEFAULT_OUTPUT
     write_report(output, results, argv if argv is not None else sys.argv[1:], args)
+    if args.quick:  # the smoke run's fits are not worth keeping
+        shutil.rmtree(args.cache, ignore_errors=True)
     print(f"wrote {output}")
 
 
