@@ -17,6 +17,7 @@ __all__ = [
     "clustering_accuracy",
     "many_to_one_accuracy",
     "hungarian_accuracy_scorer",
+    "make_validity_scorer",
 ]
 
 
@@ -150,3 +151,66 @@ hungarian_accuracy_scorer.__doc__ = """Hungarian-accuracy scorer for ``GridSearc
 Calls ``estimator.predict(X)`` and returns :func:`clustering_accuracy`
 against ``y``.
 """
+
+
+class _ValidityScorer:
+    """Scorer ``scorer(estimator, X, y=None)`` returning :func:`skcce.selection.validity_score`."""
+
+    def __init__(self, kwargs):
+        self._kwargs = kwargs
+
+    def __call__(self, estimator, X, y=None):
+        from skcce.selection import validity_score
+
+        return validity_score(estimator, X, **self._kwargs)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
+        return f"make_validity_scorer({args})"
+
+
+def make_validity_scorer(**kwargs):
+    """Label-free scorer for ``GridSearchCV(scoring=...)``: the validity of the predicted clusters.
+
+    The scorer calls ``estimator.predict(X)`` on the held-out rows and
+    returns :func:`skcce.selection.validity_score` of those labels on ``X``
+    (their modularity on the neighbour graph of ``X``); ``y`` is ignored,
+    so a search runs without labels.  Higher is better.  Compare settings
+    with the same number of clusters only, and read
+    ``docs/benchmarks/model_selection.md`` for how well it tracks accuracy:
+    when several fits per setting can be afforded,
+    :func:`skcce.selection.consensus_scores` over all of them tracked it
+    better.
+
+    Parameters
+    ----------
+    **kwargs
+        Keyword arguments of :func:`skcce.selection.validity_score`
+        (``n_neighbors``, ``n_components``, ``max_samples``,
+        ``random_state``).
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y=None) -> float``.
+
+    Examples
+    --------
+    >>> from sklearn.cluster import KMeans
+    >>> from sklearn.datasets import make_blobs
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> from skcce.metrics import make_validity_scorer
+    >>> X, _ = make_blobs(n_samples=300, centers=3, cluster_std=0.5, random_state=0)
+    >>> search = GridSearchCV(KMeans(3, random_state=0), {"n_init": [1, 3]},
+    ...                       scoring=make_validity_scorer(random_state=0), cv=3).fit(X)
+    >>> bool(search.best_score_ > 0.6)
+    True
+    """
+    from skcce.selection import validity_score  # noqa: F401  (fails early on a bad install)
+
+    allowed = {"n_neighbors", "n_components", "max_samples", "random_state"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise TypeError(f"make_validity_scorer got unexpected arguments {unknown}; "
+                        f"allowed: {sorted(allowed)}")
+    return _ValidityScorer(dict(kwargs))

@@ -1,0 +1,172 @@
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+from sklearn.model_selection import GridSearchCV
+from sklearn.preprocessing import StandardScaler
+
+from skcce import CollisionClustering
+from skcce.metrics import make_validity_scorer
+from skcce.selection import (
+    SelectionResult,
+    consensus_scores,
+    neighbor_agreement,
+    select_n_clusters,
+    validity_score,
+)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    return make_blobs(n_samples=300, centers=3, cluster_std=0.5, random_state=0)
+
+
+def test_perfect_clustering_beats_random_labels(blobs):
+    X, y = blobs
+    random = np.random.default_rng(0).integers(0, 3, size=len(y))
+    perfect = validity_score(y, X, random_state=0)
+    # modularity of three equal, separated clusters on a k-NN graph: 1 - 3 * (1/3) ** 2
+    assert perfect == pytest.approx(2 / 3, abs=1e-3)
+    assert abs(validity_score(random, X, random_state=0)) < 0.05
+
+
+def test_score_is_invariant_to_relabelling(blobs):
+    X, y = blobs
+    assert validity_score((y + 1) % 3, X, random_state=0) == validity_score(y, X, random_state=0)
+
+
+def test_merging_blobs_scores_lower(blobs):
+    X, y = blobs
+    merged = np.where(y == 2, 1, y)
+    # every neighbour pair still agrees, but the chance term grows: 1 - (1/9 + 4/9)
+    assert validity_score(merged, X, random_state=0) == pytest.approx(4 / 9, abs=1e-3)
+
+
+def test_consensus_scores_by_hand():
+    a = [0, 0, 1, 1, 2, 2]
+    b = [1, 1, 0, 0, 2, 2]  # the same partition as a
+    c = [0, 1, 2, 0, 1, 2]  # disagrees with both
+    scores = consensus_scores([a, b, c])
+    assert scores[0] == scores[1] > scores[2]
+    np.testing.assert_allclose(scores[0], (1.0 + adjusted_rand_score(a, c)) / 2)
+    with pytest.raises(ValueError, match="at least 2"):
+        consensus_scores([a])
+    with pytest.raises(ValueError):
+        consensus_scores([a, a[:-1]])
+
+
+def test_fitted_estimator_is_scored_on_its_predictions(blobs):
+    X, _ = blobs
+    km = KMeans(3, n_init=3, random_state=0).fit(X)
+    assert validity_score(km, X, random_state=0) == validity_score(km.predict(X), X,
+                                                                   random_state=0)
+
+
+def test_subsampling_bounds_the_rows_scored(blobs):
+    X, y = blobs
+    sub = validity_score(y, X, max_samples=100, random_state=0)
+    assert sub == pytest.approx(2 / 3, abs=0.02)
+
+
+def test_neighbor_agreement_by_hand():
+    labels = np.array([0, 0, 0, 1, 1])
+    neighbors = np.array([[1, 2], [0, 2], [0, 3], [4, 0], [3, 1]])
+    # cluster 0: 1, 1, 0.5 -> 5/6; cluster 1: 0.5, 0.5 -> 0.5
+    np.testing.assert_allclose(neighbor_agreement(labels, neighbors), [5 / 6, 0.5])
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"n_neighbors": 0}, "n_neighbors"),
+    ({"n_components": 1.5}, "n_components"),
+    ({"max_samples": 1}, "max_samples"),
+])
+def test_bad_parameters(blobs, bad, match):
+    X, y = blobs
+    with pytest.raises(ValueError, match=match):
+        validity_score(y, X, **bad)
+
+
+def test_bad_input(blobs):
+    X, y = blobs
+    with pytest.raises(ValueError):
+        validity_score(y[:-1], X)
+    with pytest.raises(TypeError, match="predict"):
+        validity_score(KMeans, X)
+    with pytest.raises(TypeError, match="unexpected"):
+        make_validity_scorer(lam=1.0)
+
+
+def test_scorer_in_grid_search_without_y(blobs):
+    X, _ = blobs
+    # max_iter=1 from a single random start often leaves K-means between blobs
+    km = KMeans(3, init="random", n_init=1, random_state=3)
+    search = GridSearchCV(km, {"max_iter": [1, 300]}, scoring=make_validity_scorer(random_state=0),
+                          cv=3)
+    search.fit(X)  # no y anywhere
+    assert search.best_params_ == {"max_iter": 300}
+    scores = search.cv_results_["mean_test_score"]
+    assert scores[1] > scores[0]
+    scorer = make_validity_scorer(random_state=0)
+    assert scorer(search.best_estimator_, X) == validity_score(search.best_estimator_, X,
+                                                               random_state=0)
+    assert "random_state=0" in repr(scorer)
+
+
+def test_scorer_with_collision_clustering(blobs):
+    X, _ = blobs
+    est = CollisionClustering(3, lr=0.05, max_epochs=5, random_state=0)
+    search = GridSearchCV(est, {"lam": [0.5, 2.0]}, scoring=make_validity_scorer(), cv=2)
+    search.fit(X)
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+
+
+def test_select_n_clusters_finds_three_blobs(blobs):
+    X, _ = blobs
+    result = select_n_clusters(X, [3, 4, 5, 6], KMeans(n_init=1), scoring="stability",
+                               n_init=4, random_state=0)
+    assert isinstance(result, SelectionResult)
+    assert result.n_clusters == 3
+    assert result.best_estimator.n_clusters == 3
+    assert result.scores.shape == (4,)
+    assert result.scores[0] == pytest.approx(1.0)
+    assert result.scores[1:].max() < 1.0
+
+
+def test_select_n_clusters_with_collision_clustering(blobs):
+    # With equal cluster sizes asked for, 2 or 4 clusters must cut a blob, wherever
+    # the start puts it; 3 is the stable answer.
+    X = StandardScaler().fit_transform(blobs[0])
+    est = CollisionClustering(lr=0.05, max_epochs=20)
+    result = select_n_clusters(X, [2, 3, 4], est, scoring="stability", n_init=3,
+                               random_state=0)
+    assert result.n_clusters == 3
+    assert result.scores[1] == pytest.approx(1.0)
+
+
+def test_select_n_clusters_default_validity_does_not_merge_blobs(blobs):
+    X, y = blobs
+    result = select_n_clusters(X, [2, 3], KMeans(n_init=3, random_state=0))
+    assert result.n_clusters == 3
+    np.testing.assert_allclose(result.scores, [validity_score(e, X, random_state=0) for e in (
+        KMeans(2, n_init=3, random_state=0).fit(X), KMeans(3, n_init=3, random_state=0).fit(X))])
+
+
+def test_select_n_clusters_custom_scoring_and_errors(blobs):
+    X, _ = blobs
+    km = KMeans(n_init=1, random_state=0)
+    result = select_n_clusters(X, [2, 4], km, n_init=1,
+                               scoring=lambda est, data: est.n_clusters)
+    assert result.n_clusters == 4
+    with pytest.raises(ValueError, match="n_init >= 2"):
+        select_n_clusters(X, [2, 3], km, scoring="stability")
+    with pytest.raises(ValueError, match="scoring must be"):
+        select_n_clusters(X, [2, 3], km, scoring="loss")
+    with pytest.raises(ValueError, match="empty"):
+        select_n_clusters(X, [], km)
+    with pytest.raises(ValueError, match="candidate"):
+        select_n_clusters(X, [1, 3], km)
+    with pytest.raises(ValueError, match="n_clusters parameter"):
+        from sklearn.cluster import DBSCAN
+
+        select_n_clusters(X, [2, 3], DBSCAN())
