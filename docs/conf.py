@@ -19,7 +19,8 @@ import skcce  # noqa: E402
 # reproduction pages include their reStructuredText conversion.
 REPORTS = ("fig1", "solvers", "fixed_features", "fixed_features_mnist70k",
            "fixed_features_mnist70k_refine", "defaults_sweep", "deep", "deep_ablation",
-           "deep_forward_reverse", "noisy_labels", "weak", "neighbors", "scale")
+           "deep_forward_reverse", "noisy_labels", "weak", "neighbors", "scale",
+           "model_selection")
 mdtables.convert_folder(HERE / "benchmarks", HERE / "_generated", names=REPORTS)
 
 project = "skcce"

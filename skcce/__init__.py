@@ -23,6 +23,11 @@ _EXPORTS = {
     "many_to_one_accuracy": "skcce.metrics",
     "hungarian_match": "skcce.metrics",
     "hungarian_accuracy_scorer": "skcce.metrics",
+    "make_validity_scorer": "skcce.metrics",
+    # label-free model selection
+    "validity_score": "skcce.selection",
+    "consensus_scores": "skcce.selection",
+    "select_n_clusters": "skcce.selection",
     # estimators
     "CollisionClustering": "skcce.cluster",
     "CollisionClassifier": "skcce.classifier",

@@ -270,8 +270,9 @@ class _BaseTorchEstimator(BaseEstimator):
 
         The callbacks run in this order: BatchNorm recalibration, the
         subclass's ``callbacks``, the user's ``callbacks``, the progress bar.
-        A trailing batch with fewer rows than ``n_outputs`` or than half a
-        batch joins the previous one.
+        A trailing batch with fewer rows than ``n_outputs`` (at least 2)
+        joins the previous one: a batch that cannot hold every cluster would
+        leave one empty by construction.
         """
         device = self._device()
         epochs = self.max_epochs if epochs is None else epochs
@@ -290,7 +291,7 @@ class _BaseTorchEstimator(BaseEstimator):
                        min_batch_size=self._min_batch_size(n_outputs))
 
     def _min_batch_size(self, n_outputs):
-        return max(2, n_outputs, -(-self.batch_size // 2))  # ceil(batch_size / 2)
+        return max(2, n_outputs)
 
     def _fit_trainer(self, trainer, source, X, *, epochs, tag="", resume=True):
         """Run ``trainer`` for ``epochs``, resuming from and saving to ``checkpoint_dir``."""

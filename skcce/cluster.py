@@ -56,6 +56,7 @@ class _Run:
     log_proba: torch.Tensor
     pseudo_labels: torch.Tensor | None
     solver_stats: tuple = (0, 0)
+    init_scores: np.ndarray | None = None  # the restarts' scores, on the kept run
 
 
 @shared_docs
@@ -126,8 +127,13 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
     {shared: model, model_params, optimizer, lr, weight_decay, optimizer_params}
     {shared: batch_size, max_epochs, tol, n_iter_no_change}
     n_init : int, default=1
-        Number of restarts from different seeds; the one with the lowest
-        final loss (:attr:`loss_`) is kept.
+        Number of restarts from different seeds.  The kept restart is the one
+        that agrees most with the others (highest mean adjusted Rand index to
+        them, :func:`skcce.selection.consensus_scores`) when there are three
+        or more; of two, the one with the higher
+        :func:`skcce.selection.validity_score`.  On images, the lowest final
+        loss (:attr:`loss_`).  ``docs/benchmarks/model_selection.md`` has the
+        measurement behind this choice.
     augment : str, callable or None, default='cross_neighbors'
         Feature vectors: ``'neighbors'`` trains on :math:`\\sigma_i` averaged
         with :math:`\\sigma_j` of a random one of the ``n_neighbors`` nearest
@@ -189,6 +195,9 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         Pseudo-label solves (one per batch) of the last fit that stopped at
         ``solver_max_iter`` before reaching ``solver_tol``; a fit with any
         warns once (ConvergenceWarning).
+    init_scores_ : ndarray of shape (n_init,)
+        The score each restart was chosen by (see ``n_init``); NaN where a
+        restart was not scored (a single restart, images, a non-finite loss).
     model_ : torch.nn.Module
         The trained network, on the CPU.
     n_features_in_ : int
@@ -448,16 +457,42 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
             seed = seeds_from(self.random_state, 1)[0]
             return self._trivial_run(X, source, seed, images), False
         neighbors = self._neighbors(X, images, neighbors)
-        best = None
+        runs = []
         for i, seed in enumerate(seeds_from(self.random_state, n_init)):
             run = self._train_once(X, source, seed, neighbors, labeled, prior, images, warm,
                                    epochs, tag=str(i))
             logger.info("init %d/%d: final loss %.6f", i + 1, n_init, run.loss)
-            if best is None or run.loss < best.loss or not np.isfinite(best.loss):
-                best = run
+            runs.append(run)
             if run.result.interrupted:
-                return best, True
-        return best, False
+                break
+        return self._choose_run(runs, X, images), runs[-1].result.interrupted
+
+    def _choose_run(self, runs, X, images):
+        """The restart to keep: the one that agrees most with the others.
+
+        Three or more restarts with a finite loss: the highest
+        :func:`~skcce.selection.consensus_scores` (mean ARI to the other
+        restarts); two: the higher :func:`~skcce.selection.validity_score` on
+        feature vectors; images, or one restart: the lowest final loss.  The
+        scores of every restart are kept in ``init_scores_``.
+        """
+        from skcce.selection import consensus_scores, validity_score
+
+        finite = [r for r in runs if np.isfinite(r.loss)]
+        scores = np.full(len(runs), np.nan)
+        if len(finite) >= 3 or (len(finite) == 2 and not images):
+            labels = [r.log_proba.argmax(dim=1).numpy() for r in finite]
+            if len(finite) >= 3:
+                values = consensus_scores(labels)
+            else:
+                values = [validity_score(lab, X, random_state=0) for lab in labels]
+            for r, v in zip(finite, values, strict=True):
+                scores[runs.index(r)] = v
+            best = finite[int(np.argmax(values))]
+        else:
+            best = min(finite or runs, key=lambda r: r.loss)
+        best.init_scores = scores
+        return best
 
     def _set_fitted(self, run, append=False):
         labels = run.log_proba.argmax(dim=1).numpy().astype(np.int64)
@@ -476,6 +511,7 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
             sizes = np.vstack([self.cluster_sizes_history_, sizes])
         self.cluster_sizes_history_ = sizes
         self.n_solver_unconverged_ = run.solver_stats[1]
+        self.init_scores_ = np.full(1, np.nan) if run.init_scores is None else run.init_scores
 
     def _convergence_problems(self, run):
         solves, failed = run.solver_stats
@@ -664,11 +700,17 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         return self.predict_proba(X)
 
     def score(self, X, y=None):
-        """Negative self-labeling loss of the fitted model on ``X`` (higher is better).
+        """Label-free validity of the clustering of ``X`` (higher is better).
 
-        Pseudo-labels are solved for ``X`` in batches of ``batch_size`` (in a
-        fixed shuffled order) and the loss of eq. 11 (or the chosen method's)
-        is averaged over rows.
+        On feature vectors, :func:`skcce.selection.validity_score`: the
+        modularity of the predicted clusters on the 10-nearest-neighbour
+        graph of ``X`` (in a 50-component PCA, on at most 10,000 rows).  It
+        depends on the labels and ``X`` only, not on ``lam`` or the loss, so
+        ``GridSearchCV`` without ``scoring`` compares settings by it; its
+        cost is a small fraction of a fit (see the model-selection guide for
+        the measurement).  On images, the negative self-labeling loss (eq.
+        11 or the chosen method's, averaged over batches of ``batch_size``):
+        the validity score was measured on feature vectors only.
 
         Parameters
         ----------
@@ -680,7 +722,7 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         Returns
         -------
         score : float
-            Minus the mean loss.
+            The validity score, or minus the mean loss on images.
 
         Examples
         --------
@@ -691,6 +733,14 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         >>> isinstance(est.score(X), float)
         True
         """
+        if not self._is_images(X):
+            from skcce.selection import validity_score
+
+            return float(validity_score(self, X, random_state=0))
+        return self._loss_score(X)
+
+    def _loss_score(self, X):
+        """Minus the self-labeling loss of the fitted model on ``X``."""
         trainer, X, layout = self._predictor(X, batch_size=self.batch_size)
         if self.n_clusters == 1:
             return 0.0

@@ -250,7 +250,7 @@ def _drop_self(neighbors):
 class SelectionResult:
     """Outcome of :func:`select_n_clusters`.
 
-    Attributes
+    Parameters
     ----------
     n_clusters : int
         The chosen number of clusters (the best score).
@@ -262,6 +262,14 @@ class SelectionResult:
     best_estimator : estimator
         The chosen candidate's fitted restart that agrees most with its
         other restarts (its only restart when ``n_init=1``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcce.selection import SelectionResult
+    >>> res = SelectionResult(3, np.array([2, 3]), np.array([0.2, 0.5]), None)
+    >>> res.n_clusters, float(res.scores.max())
+    (3, 0.5)
     """
 
     n_clusters: int

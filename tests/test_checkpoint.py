@@ -125,8 +125,9 @@ def test_estimator_does_not_resume_on_other_data_of_the_same_shape(data, tmp_pat
                                                                    monkeypatch):
     est = CollisionClustering(3, checkpoint_dir=tmp_path, random_state=0, **KW)
     _before_each_epoch(monkeypatch, _interrupt_in_epoch_three)
-    with pytest.warns(UserWarning, match="interrupted"):
+    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="interrupted"):
         est.fit(data)
+    assert est.n_iter_ == 2  # the interrupted run left its checkpoint
     monkeypatch.undo()
     other = data[::-1] + 1
     fresh = CollisionClustering(3, random_state=0, **KW).fit(other)
@@ -160,8 +161,9 @@ def test_finished_interrupted_and_diverged_runs(data, tmp_path):
 
 def test_unseeded_fit_resumes_the_latest_matching_run(data, tmp_path, monkeypatch):
     _before_each_epoch(monkeypatch, _interrupt_in_epoch_three)
-    with pytest.warns(UserWarning, match="interrupted"):
-        crashed = CollisionClustering(3, checkpoint_dir=tmp_path, **KW).fit(data)
+    crashed = CollisionClustering(3, checkpoint_dir=tmp_path, **KW)
+    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="interrupted"):
+        crashed.fit(data)
     assert len(_files(tmp_path)) == 1
     monkeypatch.undo()
     resumed = CollisionClustering(3, checkpoint_dir=tmp_path, **KW).fit(data)
