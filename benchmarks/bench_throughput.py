@@ -45,7 +45,6 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-sys.path.insert(1, ROOT)  # this checkout's skcce, as in the subprocesses
 
 from _common import machine_description, write_markdown  # noqa: E402
 from profile_step import one_thread  # noqa: E402
@@ -115,6 +114,7 @@ def worker_epoch(data_path, neighbors_path, epochs, repeats):
     """Per-epoch seconds of the default estimator, one value per repeat (runs in a subprocess)."""
     import torch
 
+    import skcce
     from skcce import CollisionClustering
 
     torch.set_num_threads(1)
@@ -126,7 +126,9 @@ def worker_epoch(data_path, neighbors_path, epochs, repeats):
                                                 random_state=0), X)
 
     fit(1)  # loads the Numba kernels and warms the allocator
-    return [((fit(1 + epochs) - fit(1)) / epochs).tolist() for _ in range(repeats)]
+    times = [((fit(1 + epochs) - fit(1)) / epochs).tolist() for _ in range(repeats)]
+    return {"skcce": os.path.dirname(os.path.dirname(os.path.abspath(skcce.__file__))),
+            "times": times}
 
 
 def run_worker(pythonpath, args):
@@ -136,7 +138,10 @@ def run_worker(pythonpath, args):
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"worker failed under {pythonpath}:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    answer = json.loads(out.stdout.strip().splitlines()[-1])
+    if os.path.realpath(answer["skcce"]) != os.path.realpath(pythonpath):
+        raise RuntimeError(f"the worker imported skcce from {answer['skcce']}, not {pythonpath}")
+    return answer["times"]
 
 
 def extract_baseline(commit, folder):
@@ -335,6 +340,7 @@ def main(argv=None):
         print(json.dumps(worker_epoch(job["data"], job["neighbors"], job["epochs"],
                                       job["repeats"])))
         return None
+    sys.path.insert(1, ROOT)  # this checkout's skcce, as in the "current" subprocesses
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.parts = args.parts or [p for p in PARTS if not (args.quick and p == "demo")]
     output = args.output or (os.path.join(tempfile.gettempdir(), "skcce_throughput_quick.md")

@@ -49,7 +49,6 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-sys.path.insert(1, ROOT)  # this checkout's skcce
 
 from _common import machine_description, write_markdown  # noqa: E402
 
@@ -68,8 +67,10 @@ STEP_PARTS = (
     ("skcce._objectives", "SelfLabelingObjective.pseudo_labels",
      "EM: tensor -> float64 numpy -> tensor"),
     ("skcce.solvers", "solve_pseudo_labels", "EM: front validation"),
+    ("skcce.solvers", "_solve_batch", "EM: per-batch core (no validation)"),
     ("skcce.solvers", "_solve_em", "EM: driver (start point, objective)"),
     ("skcce._kernels", "em_run", "EM: Numba kernel"),
+    ("skcce.solvers", "_solve_dual", "EM: dual Newton stage (large lam)"),
     ("skcce._objectives", "SelfLabelingObjective.cross_entropy", "loss: cross-entropy"),
     ("skcce._objectives", "SelfLabelingObjective.fairness_value", "loss: fairness value"),
     ("torch", "Tensor.backward", "backward"),
