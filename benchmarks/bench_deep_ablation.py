@@ -32,22 +32,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _fit(X, y, seed, args, logit_norm, lam, recalibrate):
     from skcce import CollisionClustering
-    from skcce._training import Trainer
+    from skcce._callbacks import BatchNormRecalibration
     from skcce.metrics import clustering_accuracy
 
     est = CollisionClustering(
         10, model="vgg4", image_shape=(1, 28, 28), model_params={"logit_norm": logit_norm},
         augment="default", n_augment=2, lam=lam, lr=args.lr, batch_size=args.batch_size,
         max_epochs=args.epochs, tol=None, random_state=seed)
-    original = Trainer.recalibrate_batch_norm
+    original = BatchNormRecalibration.on_train_end
     if not recalibrate:
-        Trainer.recalibrate_batch_norm = lambda self, source: None
+        BatchNormRecalibration.on_train_end = lambda self, trainer, result: None
     try:
         start = time.perf_counter()
         labels = est.fit_predict(X)
         seconds = time.perf_counter() - start
     finally:
-        Trainer.recalibrate_batch_norm = original
+        BatchNormRecalibration.on_train_end = original
     return clustering_accuracy(y, labels), int(np.count_nonzero(est.cluster_sizes_)), seconds
 
 

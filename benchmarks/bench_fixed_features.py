@@ -49,7 +49,8 @@ from _common import machine_description, write_markdown  # noqa: E402
 from skcce import CollisionClustering  # noqa: E402
 from skcce.metrics import clustering_accuracy  # noqa: E402
 
-DEFAULT_DATA_DIR = os.path.join(os.path.dirname(ROOT), "shared", "data")
+DEFAULT_DATA_DIR = os.environ.get("SKCCE_DATA",
+                                  os.path.join(os.path.dirname(ROOT), "shared", "data"))
 DEFAULT_OUTPUT = os.path.join(ROOT, "docs", "benchmarks", "fixed_features.md")
 DATASETS = ("digits", "effnet", "mnist")
 

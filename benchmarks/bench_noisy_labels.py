@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import machine_description, write_markdown  # noqa: E402
+from _common import machine_description, output_path, write_markdown  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ETAS = tuple(round(0.1 * i, 1) for i in range(10))
@@ -182,7 +182,7 @@ def main(argv=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         results = run(args, X_train, y_train, X_test, y_test)
-    png = os.path.splitext(args.out)[0] + ".png"
+    png = output_path(os.path.splitext(args.out)[0] + ".png", args.quick)
     plot(args, results, png)
     write_report(args, results, args.out, os.path.basename(png), time.perf_counter() - start)
     print(f"wrote {args.out} and {png}")

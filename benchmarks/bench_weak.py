@@ -26,7 +26,6 @@ Writes ``docs/benchmarks/weak.md``.
 Usage::
 
     python benchmarks/bench_weak.py [--seeds 3] [--features F.npz] [--quick]
-    skcce bench weak
 """
 
 import argparse

@@ -14,7 +14,6 @@ Writes ``docs/benchmarks/fig1_collision_vs_shannon.png`` and
 Usage::
 
     python benchmarks/fig1_collision_vs_shannon.py [--out-dir docs/benchmarks]
-    skcce bench fig1
 """
 
 import argparse
@@ -25,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import machine_description, write_markdown  # noqa: E402
+from _common import machine_description, output_path, write_markdown  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,8 +65,8 @@ def main(argv=None):
 
     from skcce.plotting import FIGURE1_TARGETS, plot_collision_vs_shannon
 
-    os.makedirs(args.out_dir, exist_ok=True)
-    png = os.path.join(args.out_dir, "fig1_collision_vs_shannon.png")
+    png = output_path(os.path.join(args.out_dir, "fig1_collision_vs_shannon.png"), args.quick)
+    os.makedirs(os.path.dirname(png) or ".", exist_ok=True)
     fig = plot_collision_vs_shannon(n_points=201 if args.quick else 1001)
     fig.savefig(png, dpi=120, bbox_inches="tight")
     plt.close(fig)

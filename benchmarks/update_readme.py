@@ -1,11 +1,13 @@
 """Splice the benchmark reports' tables into README.md.
 
 The benchmark scripts write markdown reports into ``docs/benchmarks/``. This
-script copies the first table of each report (with its title and the date it
-states) between the ``<!-- results:start -->`` and ``<!-- results:end -->``
-markers of the README, so the README's numbers always come from a run and
-are never typed by hand. Reports that do not exist yet are listed with the
-command that generates them.
+script copies the summary table of each report (with the date it states)
+between the ``<!-- results:start -->`` and ``<!-- results:end -->`` markers of
+the README, so the README's numbers always come from a run and are never
+typed by hand. Each table gets a one-line caption (what was measured, on
+which data) and a legend; abbreviations in the cells are spelled out, and
+two rows that ran one configuration are shown as one. Reports that do not
+exist yet are listed with the command that generates them.
 
 Usage::
 
@@ -22,21 +24,130 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
-# (report, heading in the README, command that generates it, text of the heading that the
-# summary table follows in the report, or None for the report's first table)
+
+class Report:
+    """How one report's summary table appears in the README.
+
+    Parameters
+    ----------
+    name : str
+        The report, ``docs/benchmarks/<name>.md``.
+    heading : str
+        Heading in the README.
+    command : str
+        The command that generates the report (shown while it does not exist).
+    caption : str
+        One line saying what was measured, on which data.
+    legend : sequence of (str, str)
+        Column or row names and what they mean.
+    after : str, optional
+        Text of the heading that the summary table follows in the report; the
+        report's first table when None.
+    values : dict, optional
+        Column name -> {cell text: readable text} (data set abbreviations).
+    columns : dict, optional
+        Column name -> readable column name.
+    same : dict, optional
+        Row name -> the name of a row that runs the same configuration; when
+        their measured cells (all but ``timing`` columns) agree, the two are
+        shown as one row named ``"<second> (= <first>)"``.
+    timing : tuple of str
+        Columns that differ between two runs of one configuration.
+    """
+
+    def __init__(self, name, heading, command, caption, legend, after=None, values=None,
+                 columns=None, same=None, timing=()):
+        self.name, self.heading, self.command = name, heading, command
+        self.caption, self.legend, self.after = caption, tuple(legend), after
+        self.values, self.columns = values or {}, columns or {}
+        self.same, self.timing = same or {}, tuple(timing)
+
+
+MNIST10K_EFFNET = "MNIST-10k EfficientNet-Lite0 features"
+_ACCURACY = ("accuracy", "clustering accuracy in %, after matching clusters to classes "
+                         "(Hungarian), mean ± standard deviation over seeds")
+_FIXED_LEGEND = (
+    _ACCURACY,
+    ("min-max", "lowest and highest accuracy over the seeds"),
+    ("lowest-loss seed", "accuracy of the seed whose fit ended with the lowest training loss: "
+                         "the run you would keep without labels (what `n_init` restarts "
+                         "keep); blank where the method has no such loss"),
+    ("NMI, ARI", "normalized mutual information and adjusted Rand index, means over seeds"),
+    ("fit time (s)", "median seconds per fit; time / K-means: that time over the fit time of "
+                     "`KMeans(n_init=10)` in the same run"),
+    ("MI-GD, SeLa, MI-ADM", "the paper's baselines, run by the same estimator on the same "
+                            "linear model"),
+    ("CCE forward+PGD, reverse+EM", "collision cross-entropy with the fairness term "
+                                    "KL(y||u) solved by projected gradient, or KL(u||y) by EM; "
+                                    "no augmentation"),
+    ("+ neighbours (avg), + cross neighbours", "feature-space neighbour augmentation"),
+    ("CCE default", "`CollisionClustering()` as shipped; its augmentation is cross "
+                    "neighbours, so the two rows are one"),
+)
+_FIXED_TIMING = ("fit time (s)", "time / K-means")
+
 REPORTS = (
-    ("fixed_features", "Fixed features (paper Table 2)",
-     "python benchmarks/bench_fixed_features.py", None),
-    ("fixed_features_mnist70k", "Fixed features, all 70,000 MNIST digits as raw pixels",
-     "python benchmarks/bench_fixed_features.py --datasets mnist "
-     "--output docs/benchmarks/fixed_features_mnist70k.md", None),
-    ("solvers", "EM vs projected gradient descent (paper Table 1)",
-     "python benchmarks/bench_solvers.py", "Speedup"),
-    ("deep", "Deep clustering, CPU scale (paper Table 3)", "python benchmarks/bench_deep.py",
-     None),
-    ("weak", "Weak supervision (paper Table 4)", "python benchmarks/bench_weak.py", None),
-    ("noisy_labels", "Noisy labels (paper Figure 2)", "python benchmarks/bench_noisy_labels.py",
-     None),
+    Report("fixed_features", "Fixed features (paper Table 2)",
+           "python benchmarks/bench_fixed_features.py",
+           "Clustering fixed feature vectors into 10 clusters: scikit-learn's digits (1,797 "
+           "images of 8x8 pixels) and MNIST-10k EfficientNet-Lite0 features (10,000 MNIST "
+           "digits as 1280-d features of an ImageNet-pretrained CNN).",
+           _FIXED_LEGEND,
+           values={"dataset": {"digits": "sklearn digits", "effnet": MNIST10K_EFFNET}},
+           same={"CCE default": "CCE + cross neighbours"}, timing=_FIXED_TIMING),
+    Report("fixed_features_mnist70k", "Fixed features, all 70,000 MNIST digits as raw pixels",
+           "python benchmarks/bench_fixed_features.py --datasets mnist "
+           "--output docs/benchmarks/fixed_features_mnist70k.md",
+           "Clustering all 70,000 MNIST digits into 10 clusters from their 784 raw pixels.",
+           _FIXED_LEGEND,
+           values={"dataset": {"mnist": "MNIST-70k pixels"}},
+           same={"CCE default": "CCE + cross neighbours"}, timing=_FIXED_TIMING),
+    Report("solvers", "EM vs projected gradient descent (paper Table 1)",
+           "python benchmarks/bench_solvers.py",
+           "Seconds for the pseudo-label solvers to reach a Frank-Wolfe gap of 1e-4 with K = "
+           "200 clusters, on synthetic predictions.",
+           (("points", "number of rows M of the prediction matrix"),
+            ("EM variant", "SQUAREM: the solver's default, EM with an extrapolation step; "
+                           "plain: the paper's Algorithm 1"),
+            ("EM s to 1e-4", "seconds for EM to reach the gap"),
+            ("best fixed-step PGD", "the fastest of the paper's fixed step sizes for projected "
+                                    "gradient descent"),
+            ("speedup", "PGD's seconds over EM's; '>' is a lower bound where PGD stopped at "
+                        "its iteration cap")),
+           after="Speedup", columns={"M": "points"}),
+    Report("deep", "Deep clustering, CPU scale (paper Table 3)", "python benchmarks/bench_deep.py",
+           "VGG-4 trained from scratch on a subset of MNIST on a CPU for a few epochs (sizes in "
+           "the report): far from the paper's 50-epoch runs, so compare methods, not numbers.",
+           (("accuracy", "clustering accuracy in %, after matching clusters to classes "
+                         "(Hungarian), mean (standard deviation) over seeds"),
+            ("images/s", "training images per second"),
+            ("vs bare", "images/s over that of a bare PyTorch loop on the same network and "
+                        "batches, trained on the true labels without pseudo-labels: 1.00 means "
+                        "no overhead"),
+            ("solver share, augment share", "fraction of the training-step time spent in the "
+                                            "pseudo-label solver, and in image augmentation"),
+            ("fit s (median)", "median seconds per fit"))),
+    Report("weak", "Weak supervision (paper Table 4)", "python benchmarks/bench_weak.py",
+           f"Classification with few labels on {MNIST10K_EFFNET}: a fraction of the training "
+           "rows keeps its label (columns), the rest is unlabeled.",
+           (("0.1 labels, ...", "test accuracy in % with that fraction of training labels, "
+                                "mean (standard deviation) over seeds"),
+            ("only seeds", "cross-entropy on the labeled rows only"),
+            ("+ X", "the labeled cross-entropy plus X's self-labeling loss on all training "
+                    "rows"),
+            ("median fit s", "median seconds per fit"))),
+    Report("noisy_labels", "Noisy labels (paper Figure 2)",
+           "python benchmarks/bench_noisy_labels.py",
+           "Classification with noisy labels: an MLP trained on MNIST digits of which a "
+           "fraction eta carry random labels, tested on clean digits.",
+           (("eta", "fraction of training labels replaced by uniformly random ones"),
+            ("observed labels correct", "share of training labels that are right after that "
+                                        "(a random label can be the true one)"),
+            ("collision / Shannon CE test acc", "test accuracy in %, mean (standard "
+                                                "deviation) over seeds"),
+            ("collision - Shannon", "difference of the means, in percentage points"),
+            ("median fit s", "median seconds per fit")),
+           columns={"shannon CE test acc": "Shannon CE test acc"}),
 )
 
 
@@ -66,25 +177,58 @@ def report_date(markdown):
     return match.group(1).strip() if match else None
 
 
+def _cells(line):
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def _row(cells):
+    return "| " + " | ".join(cells) + " |"
+
+
+def readable_table(table, report):
+    """The report's table with readable names, and rows that ran one configuration merged."""
+    if len(table) < 3:
+        return table
+    header = _cells(table[0])
+    rows = [_cells(line) for line in table[2:]]
+    for column, mapping in report.values.items():
+        if column in header:
+            i = header.index(column)
+            for row in rows:
+                row[i] = mapping.get(row[i], row[i])
+    name_at = header.index("method") if "method" in header else 0
+    measured = [i for i, c in enumerate(header) if c not in report.timing and i != name_at]
+    for name, other in report.same.items():
+        for second in [r for r in rows if r[name_at] == name]:
+            first = next((r for r in rows if r[name_at] == other
+                          and all(r[i] == second[i] for i in measured)), None)
+            if first is not None:  # the same configuration measured twice: show one row
+                rows.remove(first)
+                second[name_at] = f"{name} (= {other})"
+    header = [report.columns.get(c, c) for c in header]
+    return [_row(header), table[1], *(_row(r) for r in rows)]
+
+
 def results_section(reports_dir):
     """Markdown for the README's results section."""
     out = []
-    for name, heading, command, after in REPORTS:
-        path = os.path.join(reports_dir, f"{name}.md")
-        out.append(f"#### {heading}")
-        out.append("")
+    for report in REPORTS:
+        path = os.path.join(reports_dir, f"{report.name}.md")
+        out += [f"#### {report.heading}", "", report.caption, ""]
         if not os.path.exists(path):
-            out += [f"Not generated yet: run `{command}`.", ""]
+            out += [f"Not generated yet: run `{report.command}`.", ""]
             continue
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
-        table = first_table(text, after)
+        table = readable_table(first_table(text, report.after), report)
         date = report_date(text)
         out += table if table else ["(the report has no table)"]
+        out += ["", "Legend: " + "; ".join(f"**{k}**: {v}" for k, v in report.legend) + "."]
         stated = re.search(r"Command:\s*`([^`]+)`", text)
-        source = f"`{stated.group(1) if stated else command}`" + (f", run {date}" if date else "")
-        out += ["", f"Full report with the machine: [docs/benchmarks/{name}.md]"
-                f"(docs/benchmarks/{name}.md) ({source}).", ""]
+        source = (f"`{stated.group(1) if stated else report.command}`"
+                  + (f", run {date}" if date else ""))
+        out += ["", f"Full report with the machine: [docs/benchmarks/{report.name}.md]"
+                f"(docs/benchmarks/{report.name}.md) ({source}).", ""]
     return "\n".join(out).rstrip() + "\n"
 
 

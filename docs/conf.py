@@ -32,7 +32,6 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.mathjax",
     "numpydoc",
-    "docstring_fixes",  # _ext/docstring_fixes.py
 ]
 
 exclude_patterns = ["_build", "_generated", "_ext", "benchmarks/*.md"]
@@ -49,3 +48,22 @@ numpydoc_xref_param_type = False
 html_theme = "alabaster"
 html_static_path = []
 html_theme_options = {"description": "collision cross-entropy clustering for scikit-learn"}
+
+# numpydoc validation: every check, except three that are about style rather than
+# correctness. SA01 (a See Also section) and ES01 (an extended summary) are optional
+# sections that short helpers do not need; RT02 rejects named single return values
+# ("labels : ndarray of shape (n_samples,)"), which numpydoc's format allows and
+# scikit-learn's docstrings (the house style) use throughout.
+numpydoc_validation_checks = {"all", "SA01", "ES01", "RT02"}
+# Only for objects of modules whose docstrings are being rewritten on other branches
+# (patterns are matched against the full name).
+numpydoc_validation_exclude = {
+    # pending fix in skcce/losses.py
+    r"^skcce\.losses\.(collision_cross_entropy_np|shannon_cross_entropy_np|kl_prior_forward_np|"
+    r"kl_prior_reverse_np)$",
+    r"^skcce\.losses\.(CollisionCrossEntropyLoss|ShannonCrossEntropyLoss)\.forward$",
+    # pending fix in skcce/solvers.py
+    r"^skcce\.solvers\.PseudoLabelResult$",
+    # pending fix in skcce/metrics.py
+    r"^skcce\.metrics\.contingency$",
+}

@@ -7,8 +7,11 @@ a few minutes on two CPU cores. Accuracy is after Hungarian matching; at
 this scale it is far below the paper's MNIST result (50 epochs on all 70,000
 images): the example shows the workflow, not the paper's number.
 
-MNIST is read from ``mnist70k.npz`` (``X`` uint8 (70000, 784), ``y``) found
-by ``skcce.datasets.load_mnist``: set ``SKCCE_DATA`` to its folder. The
+MNIST is read by ``skcce.datasets.load_mnist`` from the folder named by the
+``SKCCE_DATA`` environment variable: either torchvision's download folder
+(``python -c "import torchvision; torchvision.datasets.MNIST('DIR',
+download=True)"``, then ``SKCCE_DATA=DIR``) or a folder holding
+``mnist70k.npz`` (``X`` uint8 (70000, 784), ``y``). The
 paper-scale run (all 70,000 images, 50 epochs, a GPU) is the same code with
 ``device='cuda'``, a larger subset and more epochs; see
 ``benchmarks/bench_deep.py``.

@@ -27,6 +27,8 @@ _EXPORTS = {
     "CollisionClustering": "skcce.cluster",
     "CollisionClassifier": "skcce.classifier",
     "soft_targets": "skcce.classifier",
+    "Callback": "skcce._callbacks",
+    "CheckpointError": "skcce._checkpoint",
     # neighbours
     "knn_indices": "skcce.neighbors",
     # images

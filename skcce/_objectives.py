@@ -1,11 +1,14 @@
 """Per-batch objectives of the self-labeling methods, for the one loop in :mod:`skcce._training`.
 
-An objective is a callable ``objective(trainer, batch) -> StepOutput``.  It
-asks the trainer for :math:`\\ln\\sigma` of the batch (``trainer.log_proba``,
-which applies the views hook), solves pseudo-labels where the method has
-them, and returns the loss to differentiate.  ``objective.evaluate(log_proba)``
-gives the value and pseudo-labels of a fixed model (for ``score`` and
-``n_init``).  No input validation happens here.
+An objective is a callable ``objective(step, batch) -> StepOutput``.  ``step``
+is the model side of the batch (:class:`skcce._training.ModelStep`): it gives
+:math:`\\ln\\sigma` (``step.log_proba``, which applies the views hook), the
+augmented inputs (``step.augmented``) and other rows of the training data
+(``step.rows``, for neighbours).  The objective solves pseudo-labels where
+the method has them and returns the loss to differentiate; it never sees the
+trainer.  ``objective.evaluate(log_proba)`` gives the value and pseudo-labels
+of a fixed model (for ``score`` and ``n_init``), and :func:`evaluate` applies
+it to a whole data set.  No input validation happens here.
 
 =====================  =========================================================
 method                 batch objective
@@ -21,13 +24,12 @@ IIC                    :math:`-I(z; z')` of the predictions for two augmentation
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from skcce._training import Batch, StepOutput
+from skcce.augment import random_neighbors
 from skcce.losses import (
     collision_cross_entropy,
     kl_prior_forward_np,
@@ -42,22 +44,24 @@ __all__ = [
     "MutualInformationObjective",
     "CrossNeighborObjective",
     "PartialLabelsObjective",
-    "NeighborViews",
+    "SoftTargetObjective",
     "AugmentedMutualInformationObjective",
     "InvariantInformationObjective",
     "iic_loss",
+    "evaluate",
 ]
-
-logger = logging.getLogger(__name__)
-
 
 class Objective:
     """Base class: ``__call__`` runs the forward pass, subclasses define :meth:`batch_loss`."""
 
     prior = None
 
-    def __call__(self, trainer, batch) -> StepOutput:
-        log_proba = trainer.log_proba(batch)
+    def solver_stats(self):
+        """``(solves, unconverged)``: pseudo-label solves so far and how many hit their cap."""
+        return 0, 0
+
+    def __call__(self, step, batch) -> StepOutput:
+        log_proba = step.log_proba(batch)
         loss, value, y = self.batch_loss(log_proba)
         return StepOutput(loss=loss, value=value, log_proba=log_proba, y=y)
 
@@ -114,6 +118,8 @@ class SelfLabelingObjective(Objective):
         from skcce.solvers import solve_pseudo_labels
 
         p = proba.detach().to("cpu", torch.float64).numpy()
+        if not np.isfinite(p).all():  # overflowing logits: a diverged step, not a solver error
+            return torch.full_like(proba, float("nan"), dtype=torch.float32)
         p = p / p.sum(axis=1, keepdims=True)
         res = solve_pseudo_labels(p, self.lam, self.prior, self.fairness, self.solver, self.loss,
                                   max_iter=self.solver_max_iter, tol=self.solver_tol, warn=False)
@@ -127,8 +133,17 @@ class SelfLabelingObjective(Objective):
             return collision_cross_entropy(log_proba, y)
         return shannon_cross_entropy(log_proba, y)
 
+    def solver_stats(self):
+        return self.n_solves, self.n_unconverged
+
     def fairness_value(self, y):
-        """:math:`\\lambda KL` of the batch's mean pseudo-label (a number, no gradient)."""
+        """:math:`\\lambda KL` of the batch's mean pseudo-label (a number, no gradient).
+
+        ``lam=0`` is the plain, unbalanced objective: the term is 0 even when
+        a cluster is empty (where the KL is infinite).
+        """
+        if self.lam == 0:
+            return 0.0
         ybar = y.detach().double().mean(dim=0).cpu().numpy()
         kl = kl_prior_reverse_np if self.fairness == "reverse" else kl_prior_forward_np
         return self.lam * kl(ybar, self.prior)
@@ -161,34 +176,6 @@ class MutualInformationObjective(Objective):
         return loss, float(loss.detach()), None
 
 
-def _random_neighbors(neighbors, indices, generator):
-    """One uniformly drawn neighbour id per row of the batch."""
-    k = neighbors.shape[1]
-    pick = torch.randint(0, k, (len(indices),), generator=generator).numpy()
-    return neighbors[np.asarray(indices), pick]
-
-
-class NeighborViews:
-    """``views`` hook: the batch and one random nearest neighbour of each row.
-
-    With it the trainer trains on :math:`\\sigma_i = (\\sigma(x_i) + \\sigma(x_j))/2`
-    for a random :math:`j` among the k nearest neighbours of :math:`x_i` (feature-space
-    self-augmentation; the paper's section 5.2 with neighbours as augmentations).
-
-    Parameters
-    ----------
-    neighbors : ndarray of shape (n_samples, k)
-        Neighbour ids of each training row (:func:`skcce.neighbors.knn_indices`).
-    """
-
-    def __init__(self, neighbors):
-        self.neighbors = neighbors
-
-    def __call__(self, batch, trainer, generator):
-        j = _random_neighbors(self.neighbors, batch.indices, generator)
-        return [batch.x, trainer.load_rows(j)]
-
-
 class CrossNeighborObjective(Objective):
     """Cross pseudo-labels between neighbours, symmetrized.
 
@@ -211,10 +198,10 @@ class CrossNeighborObjective(Objective):
         self.neighbors = neighbors
         self.prior = base.prior
 
-    def __call__(self, trainer, batch) -> StepOutput:
-        j = _random_neighbors(self.neighbors, batch.indices, trainer.generator)
-        pair = Batch(indices=batch.indices, x=torch.cat([batch.x, trainer.load_rows(j)]))
-        log_proba = trainer.log_proba(pair, views=False)
+    def __call__(self, step, batch) -> StepOutput:
+        j = random_neighbors(self.neighbors, batch.indices, step.generator)
+        pair = Batch(indices=batch.indices, x=torch.cat([batch.x, step.rows(j)]))
+        log_proba = step.log_proba(pair, views=False)
         lp_i, lp_j = log_proba[: len(batch.x)], log_proba[len(batch.x):]
         y_i = self.base.pseudo_labels(lp_j.detach().exp())
         y_j = self.base.pseudo_labels(lp_i.detach().exp())
@@ -225,6 +212,9 @@ class CrossNeighborObjective(Objective):
 
     def evaluate(self, log_proba):
         return self.base.evaluate(log_proba)
+
+    def solver_stats(self):
+        return self.base.solver_stats()
 
 
 class PartialLabelsObjective(Objective):
@@ -247,8 +237,8 @@ class PartialLabelsObjective(Objective):
         self.weight = weight
         self.prior = inner.prior
 
-    def __call__(self, trainer, batch) -> StepOutput:
-        out = self.inner(trainer, batch)
+    def __call__(self, step, batch) -> StepOutput:
+        out = self.inner(step, batch)
         if batch.y is None:
             return out
         mask = batch.y >= 0
@@ -261,17 +251,8 @@ class PartialLabelsObjective(Objective):
     def evaluate(self, log_proba):
         return self.inner.evaluate(log_proba)
 
-
-def _augmented_inputs(trainer, batch):
-    """The trainer's augmented copies of a batch (empty list when it has no views hook)."""
-    if trainer.views is None:
-        return []
-    return list(trainer.views(batch, trainer, trainer.generator))
-
-
-def _forward_log_proba(trainer, inputs):
-    logits = trainer.forward(torch.cat(inputs, dim=0)).float()
-    return torch.log_softmax(logits, dim=1).reshape(len(inputs), len(inputs[0]), -1)
+    def solver_stats(self):
+        return self.inner.solver_stats()
 
 
 class AugmentedMutualInformationObjective(Objective):
@@ -281,7 +262,7 @@ class AugmentedMutualInformationObjective(Objective):
     (MI-GD, on the clean batch) plus ``sat_weight`` times the self-augmented
     training term :math:`\\frac1T\\sum_t \\overline{KL(\\sigma(x)\\,\\|\\,\\sigma(t(x)))}`
     with :math:`\\sigma(x)` held fixed; the T augmented copies come from
-    the trainer's ``views`` hook.  No pseudo-labels.
+    the step's ``views`` hook.  No pseudo-labels.
 
     Parameters
     ----------
@@ -302,8 +283,8 @@ class AugmentedMutualInformationObjective(Objective):
         prior = None if self.prior is None else torch.as_tensor(self.prior, dtype=torch.float32)
         return mutual_information_loss(log_proba, prior, self.lam)
 
-    def __call__(self, trainer, batch) -> StepOutput:
-        lp = _forward_log_proba(trainer, [batch.x] + _augmented_inputs(trainer, batch))
+    def __call__(self, step, batch) -> StepOutput:
+        lp = step.stacked_log_proba([batch.x] + step.augmented(batch))
         clean = lp[0]
         loss = self._mi(clean)
         if lp.shape[0] > 1:
@@ -356,7 +337,7 @@ def iic_loss(log_p1, log_p2, lam=1.0, eps=1e-8):
 class InvariantInformationObjective(Objective):
     """IIC (Ji et al. 2019): maximize the mutual information between two views' predictions.
 
-    The two views are the first two augmented copies from the trainer's
+    The two views are the first two augmented copies from the step's
     ``views`` hook, or the clean batch and one copy when the hook gives one
     (the batch twice without augmentation).  No pseudo-labels.
 
@@ -370,10 +351,10 @@ class InvariantInformationObjective(Objective):
         self.lam = float(lam)
         self.prior = None
 
-    def __call__(self, trainer, batch) -> StepOutput:
-        views = _augmented_inputs(trainer, batch)
+    def __call__(self, step, batch) -> StepOutput:
+        views = step.augmented(batch)
         inputs = views[:2] if len(views) >= 2 else [batch.x] + (views or [batch.x])
-        lp = _forward_log_proba(trainer, inputs)
+        lp = step.stacked_log_proba(inputs)
         loss = iic_loss(lp[0], lp[1], self.lam)
         mean = torch.logsumexp(lp.detach(), dim=0) - np.log(2)
         return StepOutput(loss=loss, value=float(loss.detach()), log_proba=mean)
@@ -381,3 +362,64 @@ class InvariantInformationObjective(Objective):
     def batch_loss(self, log_proba):
         loss = iic_loss(log_proba, log_proba, self.lam)
         return loss, float(loss.detach()), None
+
+
+class SoftTargetObjective(Objective):
+    """Mean :math:`H_2(\\hat y, \\sigma)` (eq. 9) or :math:`H(\\hat y, \\sigma)` to given targets.
+
+    The batch's ``y`` holds the (n, K) targets (:class:`skcce._sources.TargetSource`).
+
+    Parameters
+    ----------
+    loss : {'collision', 'shannon'}
+        The cross-entropy.
+    """
+
+    def __init__(self, loss):
+        self.loss = loss
+
+    def __call__(self, step, batch) -> StepOutput:
+        log_proba = step.log_proba(batch)
+        ce = collision_cross_entropy if self.loss == "collision" else shannon_cross_entropy
+        loss = ce(log_proba, batch.y)
+        return StepOutput(loss=loss, value=float(loss.detach()), log_proba=log_proba.detach())
+
+
+@torch.no_grad()
+def evaluate(objective, log_proba, batches):
+    """Mean value and pseudo-labels of ``objective`` for fixed predictions, batch by batch.
+
+    Parameters
+    ----------
+    objective : Objective
+        Gives ``evaluate(log_proba) -> (value, pseudo-labels or None)`` per batch.
+    log_proba : torch.Tensor of shape (n, K)
+        :math:`\\ln\\sigma` of every row.
+    batches : list of ndarray
+        Row ids of each batch (the scale at which the fairness term was trained).
+
+    Returns
+    -------
+    loss : float
+        Mean over rows of the per-batch values.
+    pseudo_labels : torch.Tensor of shape (n, K) or None
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from skcce._objectives import MutualInformationObjective, evaluate
+    >>> lp = torch.log(torch.tensor([[0.5, 0.5], [0.5, 0.5]]))
+    >>> loss, y = evaluate(MutualInformationObjective(), lp, [np.arange(2)])
+    >>> round(loss, 4), y
+    (0.6931, None)
+    """
+    total, y_all = 0.0, None
+    for rows in batches:
+        idx = torch.from_numpy(np.asarray(rows))
+        value, y = objective.evaluate(log_proba[idx])
+        total += value * len(idx)
+        if y is not None:
+            if y_all is None:
+                y_all = torch.zeros(log_proba.shape, dtype=torch.float32)
+            y_all[idx] = y.float().cpu()
+    return total / max(len(log_proba), 1), y_all

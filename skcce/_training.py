@@ -1,121 +1,72 @@
 """The one training loop shared by every estimator and every method (Algorithm 1).
 
-:class:`Trainer` owns the epoch / mini-batch loop and nothing method-specific:
-what is minimized on a batch is an *objective* (see :mod:`skcce._objectives`)
-passed in, the network is passed in, and so are the optimizer factory, the
-data source, the optional ``views`` hook (self-augmentation) and callbacks.
+Dependencies point one way (the LightningModule / Trainer split): the
+estimator builds the model side (network, objective, views) and a
+:class:`Trainer`; the trainer calls the model side, never the reverse.
+
+* :class:`Trainer` owns the loop and nothing method-specific: epochs and
+  mini-batches, the device, the precision (autocast), callbacks,
+  snapshot/restore of the last finite state and the early stop.
+* An *objective* (:mod:`skcce._objectives`) is called as
+  ``objective(step, batch) -> StepOutput``; ``step`` is a :class:`ModelStep`
+  that gives it what it needs: the forward pass, the views hook and a loader
+  of other rows of the training data (e.g. neighbours).  It does not see the
+  trainer.
+* Side jobs (progress bar, BatchNorm recalibration, collapse warning,
+  checkpoints, a user's logging) are callbacks (:mod:`skcce._callbacks`).
+
 The loop is split into small overridable steps, from the outside in::
 
-    fit -> fit_loop -> run_single_epoch -> train_step -> objective(trainer, batch)
-                                                        -> trainer.log_proba(batch)
-                                                           -> views, forward
+    fit -> fit_loop -> run_single_epoch -> train_step -> objective(step, batch)
 
 No input validation happens here: the estimators validate first.
 
 Stopping early is a flag (``trainer.stop_training = True``), never an
-exception.  A ``KeyboardInterrupt`` stops the loop, warns, and returns
-normally with the model trained so far.  A non-finite loss restores the last
-good state and stops with a :class:`~sklearn.exceptions.ConvergenceWarning`.
+exception.  A ``KeyboardInterrupt`` stops the loop and returns with
+``interrupted=True`` and the model trained so far (the estimators then
+re-raise it).  A non-finite loss restores the last good state and stops with
+a :class:`~sklearn.exceptions.ConvergenceWarning`.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import logging
-import numbers
-import os
 import time
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils._param_validation import Interval, StrOptions
 
-from skcce.networks import BACKBONES
+from skcce._callbacks import Callback
+from skcce._sources import ArraySource
+from skcce._validation import warn
 
 __all__ = [
     "ArraySource",
     "Batch",
     "Callback",
     "EpochRecord",
+    "ModelStep",
     "StepOutput",
     "TrainResult",
     "Trainer",
-    "TransformViews",
     "resolve_device",
 ]
 
 logger = logging.getLogger(__name__)
 
-
-OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
-
-#: Parameter constraints shared by every estimator built on :class:`Trainer`
-#: (model, optimizer, loop, execution); estimators extend this dict.
-TRAINING_PARAMETER_CONSTRAINTS = {
-    "model": [StrOptions({"linear", "mlp", *BACKBONES}), callable, torch.nn.Module],
-    "model_params": [dict, None],
-    "image_shape": [tuple, list, None],
-    "n_augment": [Interval(numbers.Integral, 1, None, closed="left")],
-    "optimizer": [StrOptions(set(OPTIMIZERS)), type],
-    "lr": [Interval(numbers.Real, 0, None, closed="neither")],
-    "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
-    "optimizer_params": [dict, None],
-    "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
-    "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
-    "tol": [Interval(numbers.Real, 0, None, closed="left"), None],
-    "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
-    "device": [StrOptions({"auto", "cpu", "cuda"}), str, torch.device],
-    "checkpoint_dir": [str, os.PathLike, None],
-    "random_state": ["random_state"],
-    "verbose": ["verbose"],
-}
-
-
-def optimizer_factory(optimizer, lr, weight_decay, optimizer_params=None):
-    """``params -> torch.optim.Optimizer`` for an estimator's optimizer parameters.
-
-    Parameters
-    ----------
-    optimizer : {'adam', 'adamw', 'sgd'} or torch.optim.Optimizer class
-        The optimizer.
-    lr, weight_decay : float
-        Passed to the optimizer.
-    optimizer_params : dict, default=None
-        Further keyword arguments of the optimizer.
-
-    Returns
-    -------
-    factory : callable
-
-    Examples
-    --------
-    >>> import torch
-    >>> from skcce._training import optimizer_factory
-    >>> factory = optimizer_factory("sgd", 0.1, 0.0, {"momentum": 0.9})
-    >>> opt = factory(torch.nn.Linear(2, 2).parameters())
-    >>> type(opt).__name__, opt.defaults["momentum"]
-    ('SGD', 0.9)
-    """
-    cls = OPTIMIZERS[optimizer] if isinstance(optimizer, str) else optimizer
-    return functools.partial(cls, lr=lr, weight_decay=weight_decay, **(optimizer_params or {}))
-
-
-def fixed_order(n):
-    """A fixed shuffle of ``range(n)`` for passes that do not train.
-
-    Sorted data must not give single-class batches when evaluating the
-    batch-level loss or recomputing BatchNorm statistics; the same order
-    every time keeps those passes reproducible.
-    """
-    return np.random.default_rng(0).permutation(n)
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
 def resolve_device(device) -> torch.device:
-    """``'auto'`` -> CUDA when available, else CPU; strings and devices pass through.
+    """``'auto'`` -> CUDA when available, else CPU; strings and devices are checked.
+
+    Raises
+    ------
+    ValueError
+        For a string that names no device, or CUDA when it is not available.
 
     Examples
     --------
@@ -125,66 +76,24 @@ def resolve_device(device) -> torch.device:
     """
     if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in _DEVICE_TYPES:
+        valid = ", ".join(repr(d) for d in ("auto", *_DEVICE_TYPES))
+        raise ValueError(f"device must be one of {valid} (optionally with an index, e.g. "
+                         "'cuda:0') or a torch.device")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r} was requested but CUDA is not available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={str(device)!r} was requested but MPS is not available")
     return device
-
-
-# --------------------------------------------------------------------------- data
-class ArraySource:
-    """Rows of an indexable array (ndarray or ``np.memmap``) with optional partial labels.
-
-    Only the rows of one batch are copied (and converted to ``dtype``) at a
-    time, so memory stays O(batch) beyond the caller's array.  Another data
-    source (e.g. a torch ``Dataset``) only needs ``__len__``, ``input_shape``,
-    ``rows(indices)`` and ``labels(indices)``.
-
-    Parameters
-    ----------
-    X : array-like of shape (n_samples, ...)
-        Indexable with an integer array.
-    y : ndarray of shape (n_samples,), default=None
-        Partial labels, -1 for unlabeled rows.
-    dtype : torch.dtype, default=torch.float32
-        Dtype of the batches.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skcce._training import ArraySource
-    >>> src = ArraySource(np.arange(6.0).reshape(3, 2))
-    >>> len(src), src.input_shape, src.rows(np.array([2, 0])).tolist()
-    (3, (2,), [[4.0, 5.0], [0.0, 1.0]])
-    """
-
-    def __init__(self, X, y=None, dtype=torch.float32):
-        self.X = X
-        self.y = None if y is None else np.asarray(y, dtype=np.int64)
-        self.dtype = dtype
-        self._np_dtype = torch.empty((), dtype=dtype).numpy().dtype
-
-    def __len__(self):
-        return len(self.X)
-
-    @property
-    def input_shape(self):
-        return tuple(self.X.shape[1:])
-
-    def rows(self, indices) -> torch.Tensor:
-        # Integer-array indexing copies just these rows; the copy is writable.
-        chunk = np.asarray(self.X[np.asarray(indices)])
-        return torch.from_numpy(np.array(chunk, dtype=self._np_dtype, copy=None, order="C"))
-
-    def labels(self, indices):
-        if self.y is None:
-            return None
-        return torch.from_numpy(self.y[np.asarray(indices)])
 
 
 @dataclass
 class Batch:
-    """One mini-batch: row ids into the source, inputs and partial labels on the device."""
+    """One mini-batch: row ids into the source, inputs and labels on the device."""
 
     indices: np.ndarray
     x: torch.Tensor
@@ -217,72 +126,70 @@ class EpochRecord:
     cluster_sizes: np.ndarray
     n_batches: int
     duration: float
+    diverged: bool = False
 
 
 @dataclass
 class TrainResult:
-    """What :meth:`Trainer.fit` returns."""
+    """How :meth:`Trainer.fit` ended; the epochs themselves are in ``trainer.history``."""
 
-    loss_curve: list = field(default_factory=list)
     n_epochs: int = 0
     converged: bool = False
     interrupted: bool = False
     diverged: bool = False
-    history: list = field(default_factory=list)
 
 
-class Callback:
-    """Base class with no-op hooks; subclass and override what you need.
-
-    A hook may set ``trainer.stop_training = True`` to end the loop after the
-    current batch.  Checkpointing, logging and schedulers are callbacks.
-    """
-
-    def on_train_begin(self, trainer):
-        pass
-
-    def on_epoch_begin(self, trainer, epoch):
-        pass
-
-    def on_batch_end(self, trainer, batch, output):
-        pass
-
-    def on_epoch_end(self, trainer, record):
-        pass
-
-    def on_train_end(self, trainer, result):
-        pass
-
-
-class TransformViews:
-    """``views`` hook returning ``n_views`` random transforms of the batch (paper section 5.2).
+class ModelStep:
+    """The model side of a training step, as an objective receives it.
 
     Parameters
     ----------
-    transform : callable
-        ``transform(x, generator) -> tensor`` on a batch tensor.
-    n_views : int, default=2
-        Number of transformed copies whose :math:`\\sigma` are averaged.
+    forward : callable
+        ``forward(x) -> logits`` of the network (under the trainer's precision).
+    rows : callable
+        ``rows(indices) -> inputs`` of other rows of the training data, on the
+        device (neighbours, for instance).
+    views : callable, default=None
+        Self-augmentation hook ``views(batch, rows, generator) -> list of input
+        tensors`` (:class:`skcce.augment.AugmentViews`,
+        :class:`skcce.augment.NeighborViews`).
+    generator : torch.Generator, default=None
+        The loop's generator, for random draws inside the step.
 
     Examples
     --------
-    >>> import torch
-    >>> from skcce._training import Batch, TransformViews
-    >>> views = TransformViews(lambda x, g: x + torch.randn(x.shape, generator=g), n_views=3)
-    >>> b = Batch(indices=None, x=torch.zeros(4, 2))
-    >>> len(views(b, None, torch.Generator().manual_seed(0)))
-    3
+    >>> import numpy as np, torch
+    >>> from skcce._training import Batch, ModelStep
+    >>> step = ModelStep(torch.nn.Linear(3, 2), rows=None)
+    >>> step.log_proba(Batch(np.arange(4), torch.zeros(4, 3))).exp().sum(dim=1).tolist()
+    [1.0, 1.0, 1.0, 1.0]
     """
 
-    def __init__(self, transform, n_views=2):
-        self.transform = transform
-        self.n_views = n_views
+    def __init__(self, forward, rows, *, views=None, generator=None):
+        self.forward = forward
+        self.rows = rows
+        self.views = views
+        self.generator = generator if generator is not None else torch.Generator()
 
-    def __call__(self, batch, trainer, generator):
-        return [self.transform(batch.x, generator) for _ in range(self.n_views)]
+    def augmented(self, batch):
+        """The views' input tensors for ``batch`` (empty without a views hook)."""
+        if self.views is None:
+            return []
+        return list(self.views(batch, self.rows, self.generator))
+
+    def stacked_log_proba(self, inputs):
+        """:math:`\\ln\\sigma` of several same-size inputs in one forward pass, (T, n, K)."""
+        logits = self.forward(torch.cat(inputs, dim=0)).float()
+        return torch.log_softmax(logits, dim=1).reshape(len(inputs), len(inputs[0]), -1)
+
+    def log_proba(self, batch, views=True):
+        """:math:`\\ln\\sigma` of a batch, averaged over the views in probability space."""
+        inputs = self.augmented(batch) if views else []
+        if not inputs:
+            return torch.log_softmax(self.forward(batch.x).float(), dim=1)
+        return torch.logsumexp(self.stacked_log_proba(inputs), dim=0) - np.log(len(inputs))
 
 
-# --------------------------------------------------------------------------- the loop
 class Trainer:
     """Mini-batch training of a softmax model on a per-batch objective (Algorithm 1).
 
@@ -291,12 +198,13 @@ class Trainer:
     model : nn.Module
         Maps a batch of inputs to logits (n, K).
     objective : callable
-        ``objective(trainer, batch) -> StepOutput``; see :mod:`skcce._objectives`.
-        It may be None for a trainer used only for :meth:`predict_proba`.
+        ``objective(step, batch) -> StepOutput`` with ``step`` a
+        :class:`ModelStep`; see :mod:`skcce._objectives`.  None for a trainer
+        used only for :meth:`predict_log_proba`.
     optimizer : callable or torch.optim.Optimizer
         Factory ``optimizer(params) -> Optimizer``, or a ready optimizer.
     batch_size : int
-        Rows per mini-batch.  A trailing batch of one row joins the previous one.
+        Rows per mini-batch.
     max_epochs : int
         Epochs run by :meth:`fit` unless told otherwise.
     device : torch.device or str, default='cpu'
@@ -304,24 +212,36 @@ class Trainer:
     generator : torch.Generator, default=None
         CPU generator for shuffling, neighbour draws and augmentations.
     views : callable, default=None
-        Self-augmentation hook ``views(batch, trainer, generator) -> list of input
-        tensors``; :math:`\\sigma_i` is the mean of their softmax outputs.
+        Self-augmentation hook passed to the objective (see :class:`ModelStep`).
     tol : float or None, default=1e-4
         Early stop when the epoch loss has not improved by ``tol`` for
         ``n_iter_no_change`` epochs in a row.  None disables it.
     n_iter_no_change : int, default=10
         Patience of the early stop.
     callbacks : sequence of Callback, default=()
-        Hooks called during training.
-    verbose : int, default=0
-        > 0 shows a tqdm bar over epochs with the loss and cluster sizes.
+        Hooks called during training, in this order.
     optimizer_state : dict, default=None
         State dict loaded into the optimizer when it is created (resuming).
+    autocast_dtype : torch.dtype, default=None
+        Run the forward pass under :func:`torch.autocast` with this dtype
+        (bfloat16 for convolutional networks on CUDA).
+    min_batch_size : int, default=2
+        A trailing batch smaller than this joins the previous one (a batch
+        of one row breaks BatchNorm; one with fewer rows than clusters
+        cannot fill them all, and its fairness term is then infinite).
+
+    Attributes
+    ----------
+    history : list of EpochRecord
+        One record per finished epoch (including epochs before a resume).
+    stop_training : bool
+        Set it in a callback to end the loop after the current batch.
 
     Examples
     --------
     >>> import numpy as np, torch
-    >>> from skcce._training import ArraySource, Trainer
+    >>> from skcce._sources import ArraySource
+    >>> from skcce._training import Trainer
     >>> from skcce._objectives import MutualInformationObjective
     >>> model = torch.nn.Linear(2, 2)
     >>> trainer = Trainer(model, MutualInformationObjective(lam=1.0),
@@ -329,13 +249,13 @@ class Trainer:
     ...                   max_epochs=3, generator=torch.Generator().manual_seed(0))
     >>> X = np.random.default_rng(0).normal(size=(10, 2)).astype(np.float32)
     >>> result = trainer.fit(ArraySource(X))
-    >>> result.n_epochs, trainer.predict_proba(ArraySource(X)).shape
-    (3, (10, 2))
+    >>> result.n_epochs, len(trainer.history), trainer.predict_log_proba(ArraySource(X)).shape
+    (3, 3, torch.Size([10, 2]))
     """
 
     def __init__(self, model, objective, *, optimizer=None, batch_size=256, max_epochs=1,
                  device="cpu", generator=None, views=None, tol=1e-4, n_iter_no_change=10,
-                 callbacks=(), verbose=0, optimizer_state=None):
+                 callbacks=(), optimizer_state=None, autocast_dtype=None, min_batch_size=2):
         self.model = model
         self.objective = objective
         self.optimizer = optimizer
@@ -347,14 +267,13 @@ class Trainer:
         self.tol = tol
         self.n_iter_no_change = int(n_iter_no_change)
         self.callbacks = list(callbacks)
-        self.verbose = verbose
         self.optimizer_state = optimizer_state
-        self.source = None
-        # bf16 autocast on CUDA devices that support it (set by the estimators for conv nets)
-        self.autocast_dtype = None
+        self.autocast_dtype = autocast_dtype
+        self.min_batch_size = int(min_batch_size)
         self.stop_training = False
         self.history = []
         self._good_state = None
+        self._step = None
 
     # ------------------------------------------------------------------ setup
     def initialize(self):
@@ -370,10 +289,6 @@ class Trainer:
         """Copy a CPU batch tensor to the training device."""
         return tensor.to(self.device, non_blocking=self.device.type == "cuda")
 
-    def load_rows(self, indices):
-        """Inputs of the given rows of the current source, on the device."""
-        return self.to_device(self.source.rows(indices))
-
     def load_batch(self, source, indices) -> Batch:
         """Assemble the :class:`Batch` for ``indices`` (row ids into ``source``)."""
         y = source.labels(indices)
@@ -385,7 +300,15 @@ class Trainer:
         order = torch.randperm(n, generator=self.generator).numpy() if shuffle else np.arange(n)
         return self.batch_indices_from(order)
 
-    # ------------------------------------------------------------------ forward
+    def batch_indices_from(self, order):
+        """Split ``order`` into batches; a tail below ``min_batch_size`` joins the last batch."""
+        n = len(order)
+        starts = list(range(0, n, self.batch_size))
+        if len(starts) > 1 and n - starts[-1] < self.min_batch_size:
+            starts.pop()
+        bounds = starts[1:] + [n]
+        return [order[a:b] for a, b in zip(starts, bounds, strict=True)]
+
     def forward(self, x):
         """Logits of the model for a batch of inputs (under autocast when ``autocast_dtype``)."""
         if self.autocast_dtype is not None:
@@ -393,28 +316,30 @@ class Trainer:
                 return self.model(x)
         return self.model(x)
 
-    def log_proba(self, batch, views=True):
-        """:math:`\\ln \\sigma` for a batch, averaged over the views in probability space."""
-        if not views or self.views is None:
-            return torch.log_softmax(self.forward(batch.x).float(), dim=1)
-        inputs = self.views(batch, self, self.generator)
-        logits = self.forward(torch.cat(inputs, dim=0)).float()
-        log_p = torch.log_softmax(logits, dim=1).reshape(len(inputs), len(batch.x), -1)
-        return torch.logsumexp(log_p, dim=0) - np.log(len(inputs))
+    def model_step(self, source) -> ModelStep:
+        """What the objective receives while training on ``source``."""
+        return ModelStep(self.forward, lambda indices: self.to_device(source.rows(indices)),
+                         views=self.views, generator=self.generator)
 
     # ------------------------------------------------------------------ training
     def train_step(self, batch) -> StepOutput:
         """One gradient step on the objective of a batch."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.objective(self, batch)
+        out = self.objective(self._step, batch)
         if torch.isfinite(out.loss):
             out.loss.backward()
             self.optimizer.step()
         return out
 
     def run_single_epoch(self, source, epoch) -> EpochRecord:
-        """One pass over ``source`` in shuffled mini-batches; loss is NaN if it diverged."""
+        """One pass over ``source`` in shuffled mini-batches.
+
+        The epoch diverged when the loss tensor (what is differentiated)
+        became non-finite.  A non-finite *reported* value with a finite loss
+        (the fairness term of a batch that left a cluster empty) is recorded
+        as it is and does not stop training.
+        """
         start = time.perf_counter()
         total, n_seen, n_batches = 0.0, 0, 0
         counts = None
@@ -422,9 +347,10 @@ class Trainer:
             batch = self.load_batch(source, indices)
             out = self.train_step(batch)
             n_batches += 1
-            if not (np.isfinite(out.value) and torch.isfinite(out.loss)):
-                total, n_seen = float("nan"), 1
-                break
+            if not torch.isfinite(out.loss):
+                return EpochRecord(epoch=epoch, loss=float("nan"), cluster_sizes=np.zeros(0),
+                                   n_batches=n_batches, duration=time.perf_counter() - start,
+                                   diverged=True)
             k = out.log_proba.shape[1]
             c = torch.bincount(out.log_proba.argmax(dim=1), minlength=k).cpu()
             counts = c if counts is None else counts + c
@@ -441,7 +367,7 @@ class Trainer:
     def fit(self, source, epochs=None) -> TrainResult:
         """Train for ``epochs`` (default ``max_epochs``) epochs over ``source``."""
         self.initialize()
-        self.source = source
+        self._step = self.model_step(source)
         self.stop_training = False
         result = TrainResult()
         for cb in self.callbacks:
@@ -450,96 +376,49 @@ class Trainer:
             self.fit_loop(source, self.max_epochs if epochs is None else epochs, result)
         except KeyboardInterrupt:
             result.interrupted = True
-            warnings.warn(
-                f"Training interrupted after {result.n_epochs} epoch(s); keeping the model "
-                "trained so far.", UserWarning, stacklevel=2)
+            warn(f"Training interrupted after {len(self.history)} epoch(s); keeping the model "
+                 "trained so far.", UserWarning)
             if not self._parameters_finite():
                 self.restore()
         finally:
             self.model.eval()
-        self.recalibrate_batch_norm(source)
-        self._warn_collapse(result)
+            self._step = None
         for cb in self.callbacks:
             cb.on_train_end(self, result)
         return result
 
     def fit_loop(self, source, epochs, result):
-        """The epoch loop: history, early stop, divergence and the progress bar."""
+        """The epoch loop: history, early stop and divergence."""
         self.snapshot()
         best, no_improve = np.inf, 0
-        bar = _progress(epochs, self.verbose)
-        for epoch in bar:
+        for record in self.history:  # a resumed run continues the early-stop count
+            best, no_improve = _early_stop_update(best, no_improve, record.loss, self.tol)
+        for epoch in range(epochs):
             for cb in self.callbacks:
                 cb.on_epoch_begin(self, epoch)
             record = self.run_single_epoch(source, epoch)
-            if not np.isfinite(record.loss):
+            if record.diverged:
                 result.diverged = True
                 self.restore()
-                warnings.warn(
-                    f"The loss became non-finite in epoch {epoch + 1}; the model was restored to "
-                    "its last finite state and training stopped. Lower lr, or raise lam if the "
-                    "clusters collapsed.", ConvergenceWarning, stacklevel=2)
+                warn(f"The loss became non-finite in epoch {epoch + 1}; the model was restored "
+                     "to its last finite state and training stopped. Lower lr, or raise lam if "
+                     "the clusters collapsed.", ConvergenceWarning)
                 break
             self.snapshot()
             self.history.append(record)
-            result.history.append(record)
-            result.loss_curve.append(record.loss)
             result.n_epochs += 1
-            if self.verbose > 0:
-                bar.set_postfix(loss=f"{record.loss:.4f}", sizes=_sizes_str(record.cluster_sizes))
             logger.debug("epoch %d loss %.6f sizes %s", epoch + 1, record.loss,
                          record.cluster_sizes.tolist())
             for cb in self.callbacks:
                 cb.on_epoch_end(self, record)
-            if self.tol is not None:
-                no_improve = no_improve + 1 if record.loss > best - self.tol else 0
-                best = min(best, record.loss)
-                if no_improve >= self.n_iter_no_change:
-                    result.converged = True
-                    break
+            best, no_improve = _early_stop_update(best, no_improve, record.loss, self.tol)
+            if self.tol is not None and no_improve >= self.n_iter_no_change:
+                result.converged = True
+                break
             if self.stop_training:
                 break
 
     # ------------------------------------------------------------------ state
-    @torch.no_grad()
-    def recalibrate_batch_norm(self, source):
-        """Recompute BatchNorm running statistics of the final model over ``source``.
-
-        Running averages with momentum lag behind the weights, and after a few
-        epochs (or a few hundred batches) eval-mode predictions drift from the
-        train-mode ones the loss saw: measured on 600 MNIST images with VGG-4,
-        2 epochs, predictions went from 2 used clusters to 10 and accuracy
-        from 0.25 to 0.47 once the statistics were recomputed.  One pass
-        without views, in a fixed shuffled order (sorted data would give
-        single-class batches), with cumulative averaging (``momentum=None``).
-        """
-        norms = [m for m in self.model.modules()
-                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-        if not norms or len(source) < 2:
-            return
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None
-        self.source = source
-        self.model.train()
-        try:
-            for idx in self.batch_indices_from(fixed_order(len(source))):
-                self.forward(self.load_rows(idx))
-        finally:
-            for m, momentum in zip(norms, momenta, strict=True):
-                m.momentum = momentum
-            self.model.eval()
-
-    def batch_indices_from(self, order):
-        """Split ``order`` into batches, merging a one-row tail (it breaks BatchNorm)."""
-        n = len(order)
-        starts = list(range(0, n, self.batch_size))
-        if len(starts) > 1 and n - starts[-1] == 1:
-            starts.pop()
-        bounds = starts[1:] + [n]
-        return [order[a:b] for a, b in zip(starts, bounds, strict=True)]
-
     def snapshot(self):
         """Remember the current model state (on the CPU) as the last good one."""
         self._good_state = {k: v.detach().to("cpu", copy=True)
@@ -553,82 +432,31 @@ class Trainer:
     def _parameters_finite(self):
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
-    def _warn_collapse(self, result):
-        if not result.history:
-            return
-        sizes = result.history[-1].cluster_sizes
-        prior = getattr(self.objective, "prior", None)
-        wanted = np.ones(len(sizes), bool) if prior is None else np.asarray(prior) > 0
-        empty = np.flatnonzero((sizes == 0) & wanted)
-        if empty.size:
-            warnings.warn(
-                f"{empty.size} of {len(sizes)} clusters received no points in the last epoch "
-                "(pseudo-label collapse). Raise lam (the fairness weight), lower lr, or lower "
-                "n_clusters.", ConvergenceWarning, stacklevel=3)
+    def state_copy(self):
+        """Deep copy of the model on the CPU (for keeping the best of several runs)."""
+        return copy.deepcopy(self.model).to("cpu")
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def predict_log_proba(self, source, order=None):
         """:math:`\\ln \\sigma` for every row of ``source``, as a float32 CPU tensor (eval mode)."""
         self.model.to(self.device).eval()
-        self.source = source
         n = len(source)
         order = np.arange(n) if order is None else order
         out = None
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
-            lp = torch.log_softmax(self.forward(self.load_rows(idx)).float(), dim=1).cpu()
+            x = self.to_device(source.rows(idx))
+            lp = torch.log_softmax(self.forward(x).float(), dim=1).cpu()
             if out is None:
                 out = torch.empty((n, lp.shape[1]), dtype=torch.float32)
             out[torch.from_numpy(np.asarray(idx))] = lp
         return out
 
-    def predict_proba(self, source):
-        """:math:`\\sigma` for every row of ``source`` as a float32 ndarray."""
-        return self.predict_log_proba(source).exp().numpy()
 
-    @torch.no_grad()
-    def evaluate(self, source, order):
-        """Self-labeling loss and pseudo-labels of the final model, without views.
-
-        Rows are visited in ``order`` in chunks of ``batch_size`` (the scale
-        at which the fairness term was trained; pass a fixed random order so
-        that sorted data does not make single-class batches).
-
-        Returns
-        -------
-        loss : float
-            Mean over rows of the objective's per-batch value.
-        log_proba : torch.Tensor of shape (n, K)
-        pseudo_labels : torch.Tensor of shape (n, K) or None
-        """
-        log_proba = self.predict_log_proba(source, order)
-        n = len(source)
-        total, y_all = 0.0, None
-        for start in range(0, n, self.batch_size):
-            idx = torch.from_numpy(np.asarray(order[start:start + self.batch_size]))
-            value, y = self.objective.evaluate(log_proba[idx])
-            total += value * len(idx)
-            if y is not None:
-                if y_all is None:
-                    y_all = torch.zeros(log_proba.shape, dtype=torch.float32)
-                y_all[idx] = y.float().cpu()
-        return total / max(n, 1), log_proba, y_all
-
-    def state_copy(self):
-        """Deep copy of the model on the CPU (for keeping the best of several runs)."""
-        return copy.deepcopy(self.model).to("cpu")
-
-
-def _progress(epochs, verbose):
-    if verbose > 0:
-        from tqdm.auto import tqdm
-
-        return tqdm(range(epochs), desc="epochs", leave=False)
-    return range(epochs)
-
-
-def _sizes_str(sizes):
-    if len(sizes) <= 12:
-        return ",".join(str(int(s)) for s in sizes)
-    return f"min {int(sizes.min())} max {int(sizes.max())}"
+def _early_stop_update(best, no_improve, loss, tol):
+    """``(best, epochs without an improvement of tol)`` after an epoch of ``loss``."""
+    if tol is None:
+        return min(best, loss), 0
+    no_improve = no_improve + 1 if loss > best - tol else 0
+    return min(best, loss), no_improve

@@ -1,15 +1,74 @@
-"""Input and parameter checks shared by the estimators (they raise ``ValueError``)."""
+"""Input and parameter checks shared by the estimators (they raise ``ValueError``), and warnings.
+
+:func:`warn` is the one way the package warns a user: it points the warning
+at the first frame outside skcce and scikit-learn (:func:`user_stacklevel`),
+i.e. at the caller's own line.
+"""
 
 from __future__ import annotations
+
+import os
+import sys
+import warnings
 
 import numpy as np
 from sklearn.utils.validation import column_or_1d
 
-__all__ = ["check_n_clusters", "check_prior", "check_partial_labels", "seeds_from"]
+__all__ = ["check_n_clusters", "check_neighbors", "check_float32_range", "check_prior",
+           "check_partial_labels", "seeds_from", "user_stacklevel", "warn", "PRIOR_TOL"]
+
+#: Tolerance of ``sum(prior) == 1`` (the solvers' tolerance on probability rows).
+PRIOR_TOL = 1e-4
+
+
+def _package_dir(name):
+    module = sys.modules.get(name)
+    return os.path.dirname(module.__file__) + os.sep if module is not None else None
+
+
+def user_stacklevel():
+    """The ``stacklevel`` that makes a warning point at the first frame outside the library.
+
+    Frames of skcce, scikit-learn (its ``_fit_context`` and meta-estimators
+    wrap ``fit``) and :mod:`contextlib` are skipped; counting starts at the
+    function that calls :func:`warnings.warn`, i.e. the caller of this one.
+
+    Examples
+    --------
+    >>> from skcce._validation import user_stacklevel
+    >>> user_stacklevel() >= 1
+    True
+    """
+    internal = tuple(d for d in (_package_dir("skcce"), _package_dir("sklearn"),
+                                 os.path.dirname(warnings.__file__) + os.sep + "contextlib")
+                     if d is not None)
+    frame = sys._getframe(1)  # the function that warns: stacklevel 1
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(internal):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def warn(message, category=UserWarning):
+    """Issue a warning attributed to the user's line (see :func:`user_stacklevel`).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from skcce._validation import warn
+    >>> with warnings.catch_warnings(record=True) as w:
+    ...     warnings.simplefilter("always")
+    ...     warn("careful")
+    >>> str(w[0].message)
+    'careful'
+    """
+    # user_stacklevel counts from this function; warnings.warn is called from here
+    warnings.warn(message, category, stacklevel=user_stacklevel())
 
 
 def check_n_clusters(n_clusters, n_samples):
-    """Raise if there are fewer samples than clusters.
+    """Raise if there are fewer samples than clusters (or fewer than 2 samples).
 
     Examples
     --------
@@ -21,17 +80,71 @@ def check_n_clusters(n_clusters, n_samples):
             f"n_samples={n_samples} is too few: clustering needs at least 2 samples "
             f"(and at least n_clusters={n_clusters})"
         )
-    if n_clusters < 2:
-        raise ValueError(f"n_clusters must be >= 2, got {n_clusters}")
+    if n_clusters < 1:
+        raise ValueError(f"n_clusters must be >= 1, got {n_clusters}")
     if n_clusters > n_samples:
         raise ValueError(f"n_clusters={n_clusters} must be <= n_samples={n_samples}")
 
 
-def check_prior(prior, n_clusters):
+def check_neighbors(neighbors, n_samples):
+    """Validate a precomputed neighbour graph: int64 ids of shape (n_samples, k), no self-loops.
+
+    Row ``i`` lists the neighbours of sample ``i`` (indices into the rows of
+    ``X``, in ``[0, n_samples)``, never ``i`` itself), as
+    :func:`skcce.neighbors.augmentation_neighbors` returns them.
+
+    Examples
+    --------
+    >>> from skcce._validation import check_neighbors
+    >>> check_neighbors([[1], [0], [1]], 3).tolist()
+    [[1], [0], [1]]
+    """
+    try:
+        graph = np.asarray(neighbors)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"neighbors must be an integer array of shape ({n_samples}, k): "
+                         f"{exc}") from None
+    if graph.ndim != 2 or graph.shape[0] != n_samples or graph.shape[1] < 1:
+        raise ValueError(f"neighbors must have shape (n_samples, k) = ({n_samples}, k) with "
+                         f"k >= 1, one row of neighbour ids per sample; got {graph.shape}")
+    if graph.dtype.kind not in "iu":
+        raise ValueError(f"neighbors must hold integer row ids, got dtype {graph.dtype}")
+    if graph.min() < 0 or graph.max() >= n_samples:
+        raise ValueError(f"neighbors must be row ids in [0, {n_samples}); got values in "
+                         f"[{graph.min()}, {graph.max()}]")
+    own = np.flatnonzero((graph == np.arange(n_samples)[:, None]).any(axis=1))
+    if own.size:
+        raise ValueError(f"row {own[0]} of neighbors contains {own[0]} itself; a point is not "
+                         "its own neighbour")
+    return graph.astype(np.int64, copy=False)
+
+
+def check_float32_range(X):
+    """Raise when ``X`` holds values beyond float32's range (the networks compute in float32).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcce._validation import check_float32_range
+    >>> check_float32_range(np.array([[1.0, -2.0]]))
+    """
+    if X.dtype != np.float64 or X.size == 0:
+        return
+    limit = float(np.finfo(np.float32).max)
+    largest = max(float(X.max()), -float(X.min()))
+    if largest > limit:
+        raise ValueError(
+            f"X holds values of magnitude up to {largest:.3g}, beyond float32's range "
+            f"({limit:.3g}); the network computes in float32. Rescale X, e.g. with "
+            "sklearn.preprocessing.StandardScaler.")
+
+
+def check_prior(prior, n_clusters, fairness="reverse"):
     """Return the prior as a float64 array, or None for uniform.
 
     A prior must have one finite, non-negative entry per cluster, at least
-    one of them positive, and sum to 1 (within 1e-6).
+    one of them positive, and sum to 1 (within :data:`PRIOR_TOL`); the
+    forward fairness :math:`KL(\\bar y\\|u)` needs every entry positive.
 
     Examples
     --------
@@ -49,8 +162,11 @@ def check_prior(prior, n_clusters):
         raise ValueError(f"prior must have shape ({n_clusters},) = (n_clusters,), got {u.shape}")
     if not np.all(np.isfinite(u)) or np.any(u < 0):
         raise ValueError(f"prior must be finite and non-negative, got {u.tolist()}")
-    if abs(u.sum() - 1.0) > 1e-6:
+    if abs(u.sum() - 1.0) > PRIOR_TOL:
         raise ValueError(f"prior must sum to 1, got sum {u.sum():.6g}")
+    if fairness == "forward" and np.any(u == 0):
+        raise ValueError("fairness='forward' needs a prior without zero entries (KL(y|u) is "
+                         "infinite for a cluster with u_k = 0); use fairness='reverse'")
     return u
 
 
@@ -101,12 +217,19 @@ def check_partial_labels(y, n_samples, n_clusters):
 def seeds_from(random_state, n):
     """``n`` int seeds drawn from a ``check_random_state``-compatible ``random_state``.
 
+    ``None`` draws fresh seeds from the operating system's entropy (a new
+    :class:`numpy.random.SeedSequence`), leaving numpy's global generator
+    untouched.
+
     Examples
     --------
     >>> from skcce._validation import seeds_from
     >>> seeds_from(0, 2) == seeds_from(0, 2)
     True
     """
+    if random_state is None:
+        rng = np.random.default_rng(np.random.SeedSequence())
+        return [int(s) for s in rng.integers(0, np.iinfo(np.int32).max, size=n)]
     from sklearn.utils import check_random_state
 
     rs = check_random_state(random_state)

@@ -1,7 +1,7 @@
-"""Image inputs and batched self-augmentation.
+"""Image inputs, batched self-augmentation, and the training loop's views.
 
-Two concerns live here, both on the path from a user's array to a training
-batch:
+Three concerns live here, all on the path from a user's array to a training
+batch (the data sources themselves are in :mod:`skcce._sources`):
 
 * **Input conversion.**  Images arrive as ``(n, C, H, W)``, ``(n, H, W)`` or
   ``(n, H, W, C)`` arrays, in ``uint8`` (0..255) or float (0..1), or as a
@@ -18,10 +18,15 @@ batch:
   (A :mod:`torchvision.transforms.v2` transform called on a batch tensor
   draws one set of parameters for the whole batch; :class:`PerSample`
   wraps one to draw per image, at the price of a Python loop.)
+* **Views** of a batch, the ``views`` hook of the loop
+  (:class:`skcce._training.ModelStep`): :class:`AugmentViews` gives
+  ``n_augment`` transformed copies of images, :class:`NeighborViews` the
+  batch and a random nearest neighbour of each feature vector.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 
@@ -37,14 +42,11 @@ __all__ = [
     "SelfAugment",
     "PerSample",
     "resolve_augment",
+    "takes_generator",
     "call_augment",
-    "ImageSource",
-    "DatasetSource",
     "AugmentViews",
-    "is_dataset",
-    "is_image_input",
-    "prepare_images",
-    "image_source",
+    "NeighborViews",
+    "random_neighbors",
 ]
 
 
@@ -371,8 +373,34 @@ def resolve_augment(augment):
     return augment
 
 
+def takes_generator(augment) -> bool:
+    """Whether a batch transform is called as ``augment(x, generator)``.
+
+    :class:`SelfAugment` and :class:`PerSample` are; a user's callable is
+    when it has a ``generator`` parameter or a second positional one.  A
+    one-argument callable ``augment(x)`` draws from its own random source
+    and cannot be reproduced by ``random_state``.
+
+    Examples
+    --------
+    >>> from skcce.augment import SelfAugment, takes_generator
+    >>> takes_generator(SelfAugment()), takes_generator(lambda x, g: x), takes_generator(abs)
+    (True, True, False)
+    """
+    if isinstance(augment, (SelfAugment, PerSample)):
+        return True
+    target = augment.forward if isinstance(augment, nn.Module) else augment
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+    positional = [p for p in params.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return "generator" in params or len(positional) >= 2
+
+
 def call_augment(augment, x, generator=None):
-    """Call ``augment`` on a batch, passing ``generator`` when it accepts one.
+    """Call ``augment`` on a batch, with ``generator`` when it takes one (:func:`takes_generator`).
 
     Examples
     --------
@@ -381,144 +409,11 @@ def call_augment(augment, x, generator=None):
     >>> call_augment(lambda x: x + 1, torch.zeros(1)).item()
     1.0
     """
+    if not takes_generator(augment):
+        return augment(x)
     if isinstance(augment, (SelfAugment, PerSample)):
         return augment(x, generator=generator)
-    return augment(x)
-
-
-# --------------------------------------------------------------------------- data sources
-def _labels(y, indices):
-    return None if y is None else torch.from_numpy(y[np.asarray(indices)])
-
-
-class ImageSource:
-    """Training-loop data source over an image array (ndarray or numpy memmap).
-
-    Implements the source protocol of :class:`skcce._training.Trainer`
-    (``__len__``, ``input_shape``, ``rows``, ``labels``).  Only the rows of
-    one batch are read and converted at a time, so memory stays O(batch)
-    beyond the caller's array; a memmap is never loaded whole.
-
-    Parameters
-    ----------
-    X : ndarray
-        Images, in any layout accepted by :func:`check_images`.
-    layout : ImageLayout
-        From :func:`check_images`.
-    y : ndarray of shape (n_samples,) or (n_samples, K), default=None
-        Partial labels (int, -1 = unlabeled) or soft targets (float).
-    dtype : torch.dtype, default=torch.float32
-        Dtype of the image batches.
-    pin_memory : bool, default=False
-        Return page-locked batches, for asynchronous copies to a GPU.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skcce.augment import ImageSource, check_images
-    >>> X = np.zeros((10, 784), np.uint8)
-    >>> src = ImageSource(X, check_images(X, (1, 28, 28)))
-    >>> len(src), src.input_shape, tuple(src.rows(np.array([3, 4])).shape)
-    (10, (1, 28, 28), (2, 1, 28, 28))
-    """
-
-    def __init__(self, X, layout, y=None, *, dtype=torch.float32, pin_memory=False):
-        self.X = X
-        self.layout = layout
-        self.y = None if y is None else np.asarray(y)
-        self.dtype = dtype
-        self.pin_memory = pin_memory
-
-    def __len__(self):
-        return len(self.X)
-
-    @property
-    def input_shape(self):
-        return self.layout.shape
-
-    def rows(self, indices) -> torch.Tensor:
-        indices = np.asarray(indices)
-        batch = images_to_tensor(self.X[indices], self.layout, dtype=self.dtype)
-        return batch.pin_memory() if self.pin_memory else batch
-
-    def labels(self, indices):
-        return _labels(self.y, indices)
-
-
-def _item_to_tensor(item):
-    if isinstance(item, (tuple, list)):
-        item = item[0]  # (image, target) pairs: the target is not used
-    if not isinstance(item, torch.Tensor):
-        item = torch.from_numpy(np.array(item))  # ndarray or PIL image (H, W[, C])
-        if item.dim() == 3 and item.shape[-1] in (1, 3) and item.shape[0] not in (1, 3):
-            item = item.permute(2, 0, 1)
-    if item.dim() == 2:
-        item = item.unsqueeze(0)
-    if item.dtype == torch.uint8:
-        return item.float().div_(255.0)
-    return item.float()
-
-
-class DatasetSource:
-    """Training-loop data source over a map-style ``torch.utils.data.Dataset``.
-
-    Each item is an image, or a tuple whose first element is the image (the
-    rest, e.g. a class target, is ignored: pass labels through ``y``).  An
-    image may be a tensor ``(C, H, W)`` or ``(H, W)``, an ndarray or a PIL
-    image; ``uint8`` is scaled to [0, 1].  Items are fetched one batch at a
-    time, so memory is O(batch) whatever the dataset's size.
-
-    Parameters
-    ----------
-    dataset : torch.utils.data.Dataset
-        Supports ``len()`` and integer indexing.
-    y : ndarray of shape (n_samples,) or (n_samples, K), default=None
-        Partial labels or soft targets, aligned with the dataset.
-    pin_memory : bool, default=False
-        Return page-locked batches.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch.utils.data import TensorDataset
-    >>> from skcce.augment import DatasetSource
-    >>> ds = TensorDataset(torch.rand(6, 1, 28, 28), torch.zeros(6))
-    >>> src = DatasetSource(ds)
-    >>> len(src), src.input_shape
-    (6, (1, 28, 28))
-    """
-
-    def __init__(self, dataset, y=None, *, pin_memory=False):
-        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
-            raise ValueError(
-                "dataset must be a map-style torch Dataset (with __len__ and __getitem__), "
-                f"got {type(dataset).__name__}"
-            )
-        if len(dataset) == 0:
-            raise ValueError("dataset is empty")
-        self.dataset = dataset
-        self.y = None if y is None else np.asarray(y)
-        self.pin_memory = pin_memory
-        first = _item_to_tensor(dataset[0])
-        if first.dim() != 3:
-            raise ValueError(
-                f"dataset items must be images (C, H, W) or (H, W), got shape {tuple(first.shape)}"
-            )
-        self._shape = tuple(first.shape)
-
-    def __len__(self):
-        return len(self.dataset)
-
-    @property
-    def input_shape(self):
-        return self._shape
-
-    def rows(self, indices) -> torch.Tensor:
-        batch = torch.stack([_item_to_tensor(self.dataset[int(i)]) for i in indices])
-        return batch.pin_memory() if self.pin_memory else batch
-
-    def labels(self, indices):
-        return _labels(self.y, indices)
+    return augment(x, generator)
 
 
 class AugmentViews:
@@ -530,8 +425,9 @@ class AugmentViews:
     Parameters
     ----------
     augment : callable
-        Batch transform; :class:`SelfAugment` and :class:`PerSample` receive
-        the loop's generator.
+        Batch transform ``augment(x)`` or ``augment(x, generator)``
+        (:func:`call_augment`); with a generator the copies follow
+        ``random_state``.
     n_augment : int, default=2
         Number of copies T.
 
@@ -552,124 +448,66 @@ class AugmentViews:
         self.augment = augment
         self.n_augment = int(n_augment)
 
-    def __call__(self, batch, trainer, generator):
+    def __call__(self, batch, rows, generator):
+        """The copies of ``batch.x``; ``rows`` (a row loader) is not used."""
         return [call_augment(self.augment, batch.x, generator) for _ in range(self.n_augment)]
 
 
-def is_dataset(X) -> bool:
-    """Whether ``X`` is a map-style torch Dataset (not an array or tensor).
+class NeighborViews:
+    """``views`` hook for feature vectors: the batch and one random nearest neighbour of each row.
+
+    With it the loop trains on :math:`\\sigma_i = (\\sigma(x_i) + \\sigma(x_j))/2`
+    for a random :math:`j` among the k nearest neighbours of :math:`x_i`
+    (feature-space self-augmentation: the paper's section 5.2 with
+    neighbours as augmentations).
+
+    Parameters
+    ----------
+    neighbors : ndarray of shape (n_samples, k)
+        Neighbour ids of each training row.
 
     Examples
     --------
     >>> import numpy as np, torch
-    >>> from skcce.augment import is_dataset
-    >>> is_dataset(torch.utils.data.TensorDataset(torch.zeros(2, 1))), is_dataset(np.zeros(2))
-    (True, False)
+    >>> from skcce.augment import NeighborViews
+    >>> class B:  # a stand-in for skcce._training.Batch
+    ...     indices, x = np.array([0, 1]), torch.zeros(2, 3)
+    >>> views = NeighborViews(np.array([[1], [0]]))
+    >>> rows = lambda ids: torch.ones(len(ids), 3)
+    >>> [tuple(v.shape) for v in views(B, rows, torch.Generator().manual_seed(0))]
+    [(2, 3), (2, 3)]
     """
-    return isinstance(X, torch.utils.data.Dataset) and not isinstance(X, torch.Tensor)
+
+    def __init__(self, neighbors):
+        self.neighbors = neighbors
+
+    def __call__(self, batch, rows, generator):
+        """The batch and its drawn neighbours, loaded by ``rows(ids)``."""
+        return [batch.x, rows(random_neighbors(self.neighbors, batch.indices, generator))]
 
 
-def is_image_input(X, model=None, image_shape=None) -> bool:
-    """Whether an estimator should treat ``X`` as images rather than feature vectors.
-
-    True when ``image_shape`` is given, ``X`` is a torch Dataset, ``model``
-    names a convolutional backbone, or ``model`` is a custom module and ``X``
-    a 3-D / 4-D array.  The feature-vector models ``'linear'`` and ``'mlp'``
-    take 2-D input only (unless ``image_shape`` says the rows are images).
+def random_neighbors(neighbors, indices, generator):
+    """One neighbour id per row of ``indices``, drawn uniformly with ``generator``.
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from skcce.augment import is_image_input
-    >>> is_image_input(np.zeros((2, 28, 28)), "vgg4"), is_image_input(np.zeros((2, 5)), "linear")
-    (True, False)
+    >>> import numpy as np, torch
+    >>> from skcce.augment import random_neighbors
+    >>> random_neighbors(np.array([[1, 1], [0, 0]]), [1, 0], torch.Generator()).tolist()
+    [0, 1]
     """
-    if image_shape is not None or is_dataset(X):
-        return True
-    if isinstance(model, str):
-        return model in ("vgg4", "resnet18", "resnet50")
-    return getattr(X, "ndim", 2) in (3, 4)
+    k = neighbors.shape[1]
+    pick = torch.randint(0, k, (len(indices),), generator=generator).numpy()
+    return neighbors[np.asarray(indices), pick]
 
 
-def _check_finite_chunked(X, chunk=4096):
-    if X.dtype == np.uint8:
-        return
-    for start in range(0, X.shape[0], chunk):
-        if not np.isfinite(X[start : start + chunk]).all():
-            raise ValueError("Input X contains NaN or infinity.")
+_MOVED = {"ImageSource", "DatasetSource", "image_source", "is_dataset"}
 
 
-def prepare_images(estimator, X, *, image_shape=None, reset=True):
-    """Validate image input for an estimator without copying it; return ``(X, layout)``.
+def __getattr__(name):
+    # the data sources moved to skcce._sources; benchmarks still import them from here
+    if name in _MOVED:
+        from skcce import _sources
 
-    Arrays (including read-only numpy memmaps) are inspected in place; a
-    torch tensor is viewed as an array.  On ``reset`` the estimator's
-    ``n_features_in_`` (pixels per image) and ``_image_layout`` are set;
-    otherwise the images must have the shape seen in ``fit``.
-
-    Parameters
-    ----------
-    estimator : BaseEstimator
-        Receives ``n_features_in_`` and ``_image_layout``.
-    X : ndarray, numpy memmap, torch.Tensor or torch Dataset
-        Images (see :func:`check_images`) or a Dataset (see
-        :class:`DatasetSource`).
-    image_shape : tuple of int, optional
-        ``(C, H, W)``, required for 2-D ``X``.
-    reset : bool, default=True
-        True in ``fit``, False in ``predict``.
-
-    Returns
-    -------
-    X : ndarray or Dataset
-    layout : ImageLayout or None
-        None for a Dataset.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn.base import BaseEstimator
-    >>> from skcce.augment import prepare_images
-    >>> est = BaseEstimator()
-    >>> _, layout = prepare_images(est, np.zeros((3, 28, 28), np.uint8))
-    >>> est.n_features_in_, layout.shape
-    (784, (1, 28, 28))
-    """
-    if is_dataset(X):
-        shape = DatasetSource(X).input_shape
-        layout = None
-    else:
-        if isinstance(X, torch.Tensor):
-            X = X.detach().cpu().numpy()
-        elif not isinstance(X, np.ndarray):
-            X = np.asarray(X)
-        if X.ndim < 2 or X.shape[0] == 0:
-            raise ValueError(f"images need at least one sample, got an array of shape {X.shape}")
-        layout = check_images(X, image_shape)
-        _check_finite_chunked(X)
-        shape = layout.shape
-    if reset:
-        estimator.n_features_in_ = math.prod(shape)
-        estimator._image_shape = shape
-    elif getattr(estimator, "_image_shape", None) != shape:
-        raise ValueError(
-            f"X holds images of shape {shape}, but the estimator was fitted on "
-            f"{getattr(estimator, '_image_shape', None)}"
-        )
-    return X, layout
-
-
-def image_source(X, layout, y=None, *, pin_memory=False):
-    """The loop's data source for prepared images: :class:`ImageSource` or :class:`DatasetSource`.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skcce.augment import check_images, image_source
-    >>> X = np.zeros((4, 1, 28, 28), np.float32)
-    >>> type(image_source(X, check_images(X))).__name__
-    'ImageSource'
-    """
-    if layout is None:
-        return DatasetSource(X, y, pin_memory=pin_memory)
-    return ImageSource(X, layout, y, pin_memory=pin_memory)
+        return getattr(_sources, name)
+    raise AttributeError(f"module 'skcce.augment' has no attribute {name!r}")

@@ -37,6 +37,7 @@ __all__ = [
     "build_backbone",
     "load_state_dict_file",
     "count_parameters",
+    "WeightsDownloadError",
     "BACKBONES",
     "VGG4_SHAPES",
     "IMAGENET_MEAN",
@@ -58,6 +59,35 @@ VGG4_SHAPES = {
 }
 
 
+class WeightsDownloadError(RuntimeError):
+    """Raised when torchvision cannot download pretrained weights (no network access).
+
+    Parameters
+    ----------
+    arch : str
+        The architecture, e.g. ``'resnet50'``.
+    weights : str
+        The torchvision weights that were asked for.
+    reason : str
+        Why the download failed.
+
+    Examples
+    --------
+    >>> from skcce.backbones import WeightsDownloadError
+    >>> err = WeightsDownloadError("resnet50", "IMAGENET1K_V2", "no network")
+    >>> err.arch, err.reason
+    ('resnet50', 'no network')
+    """
+
+    def __init__(self, arch, weights, reason):
+        self.arch, self.weights, self.reason = arch, weights, reason
+        super().__init__(
+            f"could not download {arch} weights {weights}: {reason}. On a machine without "
+            f"network access, copy the weights file from a connected machine (torchvision "
+            f"keeps it in ~/.cache/torch/hub/checkpoints/) and pass weights=<that path>."
+        )
+
+
 def _check_shape(input_shape) -> tuple[int, int, int]:
     try:
         shape = tuple(int(s) for s in input_shape)
@@ -76,7 +106,33 @@ def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
     ]
 
 
-class VGG4(nn.Module):
+class _Backbone(nn.Module):
+    """A network with ``forward_features`` and a ``head``; ``forward`` chains the two."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the logits ``head(forward_features(x))``, ``(n, n_outputs)``.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, C, H, W)
+            The images, as :meth:`forward_features` takes them.
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (n, n_outputs)
+            The features themselves when ``n_outputs`` is None.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skcce.backbones import VGG4
+        >>> VGG4((1, 28, 28), 10).eval()(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+        """
+        return self.head(self.forward_features(x))
+
+
+class VGG4(_Backbone):
     """The paper's VGG-4 network (appendix D, Table 7).
 
     Four 5x5 convolutions (each followed by batch normalization and ReLU),
@@ -89,6 +145,8 @@ class VGG4(nn.Module):
     n_outputs : int or None
         Width of the linear head (the number of clusters K).  ``None`` leaves
         the head out, so ``forward`` returns the flattened features.
+    logit_norm : bool, default=False
+        Standardize the logits over the batch (see :func:`make_head`).
 
     Attributes
     ----------
@@ -131,14 +189,29 @@ class VGG4(nn.Module):
         self.head = make_head(self.n_features, n_outputs, logit_norm)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Flattened output of the last convolution block, ``(n, n_features)``."""
+        """Return the flattened output of the last convolution block.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, C, H, W)
+            Images scaled to [0, 1].
+
+        Returns
+        -------
+        features : torch.Tensor of shape (n, n_features)
+            The representation the head reads.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skcce.backbones import VGG4
+        >>> VGG4((3, 32, 32), None).forward_features(torch.zeros(2, 3, 32, 32)).shape
+        torch.Size([2, 4096])
+        """
         return torch.flatten(self.body(x), 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
 
-
-class ResNetBackbone(nn.Module):
+class ResNetBackbone(_Backbone):
     """A torchvision ResNet with a fresh linear head of ``n_outputs`` units.
 
     Parameters
@@ -152,6 +225,8 @@ class ResNetBackbone(nn.Module):
     normalize : bool, default=False
         Apply the ImageNet mean/std normalization inside ``forward`` (used
         with pretrained weights, which expect it).
+    logit_norm : bool, default=False
+        Standardize the logits over the batch (see :func:`make_head`).
 
     Examples
     --------
@@ -176,15 +251,31 @@ class ResNetBackbone(nn.Module):
         self.head = make_head(self.n_features, n_outputs, logit_norm)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Globally average-pooled output of the last residual stage, ``(n, n_features)``."""
+        """Return the globally average-pooled output of the last residual stage.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, C, H, W)
+            Images scaled to [0, 1]; one channel is replicated to three.
+
+        Returns
+        -------
+        features : torch.Tensor of shape (n, n_features)
+            512 values per image for ResNet-18, 2048 for ResNet-50.
+
+        Examples
+        --------
+        >>> import torch, torchvision
+        >>> from skcce.backbones import ResNetBackbone
+        >>> net = ResNetBackbone(torchvision.models.resnet18(), None, in_channels=1)
+        >>> net.forward_features(torch.zeros(2, 1, 32, 32)).shape
+        torch.Size([2, 512])
+        """
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if self.normalize:
             x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         return self.resnet(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
 
 
 def make_head(n_features, n_outputs, logit_norm=False):
@@ -210,6 +301,7 @@ def make_head(n_features, n_outputs, logit_norm=False):
     Returns
     -------
     head : nn.Module
+        ``nn.Linear``, ``nn.Sequential(Linear, BatchNorm1d)`` or ``nn.Identity``.
 
     Examples
     --------
@@ -260,7 +352,13 @@ def load_state_dict_file(path) -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"weights file {path!r} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises KeyError, UnpicklingError, ...
+        raise ValueError(
+            f"{path!r} is not a weights file saved with torch.save "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+        ) from exc
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -314,10 +412,7 @@ def _build_resnet(arch, shape, n_outputs, weights, logit_norm):
         try:
             resnet = builder(weights=resolved)
         except OSError as exc:  # URLError is an OSError
-            raise RuntimeError(
-                f"could not download {arch} weights {resolved}: {exc}. On a machine without "
-                "network access, save the state_dict elsewhere and pass weights=<path>."
-            ) from exc
+            raise WeightsDownloadError(arch, str(resolved), str(exc)) from exc
     return ResNetBackbone(resnet, n_outputs, in_channels=shape[0], normalize=normalize,
                           logit_norm=logit_norm)
 
@@ -390,7 +485,19 @@ def build_backbone(name, input_shape, n_outputs=None, *, weights=None,
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
-    """Number of (trainable) scalar parameters of ``module``.
+    """Count the (trainable) scalar parameters of ``module``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network.
+    trainable_only : bool, default=True
+        Count only parameters with ``requires_grad``.
+
+    Returns
+    -------
+    count : int
+        The number of scalars.
 
     Examples
     --------

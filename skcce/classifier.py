@@ -14,38 +14,19 @@ The estimator trains in the same loop as :class:`~skcce.CollisionClustering`
 
 from __future__ import annotations
 
-import copy
-import logging
-import warnings
-
 import numpy as np
-import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import column_or_1d
 
-from skcce._checkpoint import estimator_checkpoint
-from skcce._objectives import Objective
-from skcce._training import (
-    TRAINING_PARAMETER_CONSTRAINTS,
-    ArraySource,
-    StepOutput,
-    Trainer,
-    optimizer_factory,
-    resolve_device,
-)
+from skcce._base import _BaseTorchEstimator, shared_docs
+from skcce._objectives import SoftTargetObjective
+from skcce._sources import TargetSource
 from skcce._validation import seeds_from
-from skcce.augment import AugmentViews, is_image_input, prepare_images, resolve_augment
-from skcce.augment import image_source as _image_source
-from skcce.losses import collision_cross_entropy, shannon_cross_entropy
-from skcce.networks import build_model
+from skcce.augment import AugmentViews, resolve_augment
 
 __all__ = ["CollisionClassifier", "soft_targets"]
-
-logger = logging.getLogger(__name__)
-
 
 
 def soft_targets(y, n_classes=None, eta=0.0):
@@ -91,53 +72,8 @@ def soft_targets(y, n_classes=None, eta=0.0):
     return eta / n_classes + (1.0 - eta) * onehot
 
 
-class SoftTargetObjective(Objective):
-    """Mean :math:`H_2(\\hat y, \\sigma)` (eq. 9) or :math:`H(\\hat y, \\sigma)` to given targets.
-
-    The batch's ``y`` holds the (n, K) targets.  ``prior`` is all zeros: a
-    class that no row predicts is not a collapse to warn about here.
-
-    Parameters
-    ----------
-    loss : {'collision', 'shannon'}
-        The cross-entropy.
-    n_classes : int
-        K.
-    """
-
-    def __init__(self, loss, n_classes):
-        self.loss = loss
-        self.prior = np.zeros(n_classes)
-
-    def __call__(self, trainer, batch) -> StepOutput:
-        log_proba = trainer.log_proba(batch)
-        ce = collision_cross_entropy if self.loss == "collision" else shannon_cross_entropy
-        loss = ce(log_proba, batch.y)
-        return StepOutput(loss=loss, value=float(loss.detach()), log_proba=log_proba.detach())
-
-
-class TargetSource:
-    """A data source whose ``labels`` are float (n, K) target rows."""
-
-    def __init__(self, inner, targets):
-        self.inner = inner
-        self.targets = targets
-
-    def __len__(self):
-        return len(self.inner)
-
-    @property
-    def input_shape(self):
-        return self.inner.input_shape
-
-    def rows(self, indices):
-        return self.inner.rows(indices)
-
-    def labels(self, indices):
-        return torch.from_numpy(self.targets[np.asarray(indices)])
-
-
-class CollisionClassifier(ClassifierMixin, BaseEstimator):
+@shared_docs
+class CollisionClassifier(ClassifierMixin, _BaseTorchEstimator):
     """Classifier trained with collision cross-entropy on hard, soft or noisy labels.
 
     Minimizes the mean :math:`H_2(\\hat y_i, \\sigma(x_i))` (eq. 9) over the
@@ -146,56 +82,23 @@ class CollisionClassifier(ClassifierMixin, BaseEstimator):
     trains with Shannon's cross-entropy instead, for comparison; both agree
     on one-hot targets.
 
+    Images may be given as ``(n, C, H, W)``, ``(n, H, W, C)`` or
+    ``(n, H, W)`` arrays (uint8 0..255 or float 0..1, numpy memmaps read one
+    batch at a time), as flattened rows with ``image_shape``, or as a torch
+    Dataset (then ``y`` is passed separately).
+
     Parameters
     ----------
     loss : {'collision', 'shannon'}, default='collision'
         The cross-entropy.
-    model : {'linear', 'mlp', 'vgg4', 'resnet18', 'resnet50'}, nn.Module class, callable \
-or nn.Module, default='linear'
-        The network, as in :class:`~skcce.CollisionClustering`; the
-        convolutional ones take images.
-    model_params : dict, default=None
-        Keyword arguments of the model (e.g. ``{'weights': path}`` for a
-        ResNet, ``{'hidden_layer_sizes': (256,)}`` for ``'mlp'``).
-    image_shape : tuple of int, default=None
-        ``(C, H, W)`` of flattened 2-D image rows, so the estimator fits in
-        a Pipeline.  Images may also be given as ``(n, C, H, W)``,
-        ``(n, H, W, C)`` or ``(n, H, W)`` arrays (uint8 0..255 or float
-        0..1, numpy memmaps read one batch at a time) or as a torch Dataset
-        (then ``y`` is passed separately).
+    {shared: model, model_params, image_shape}
     augment : None, 'default' or callable, default=None
         Image self-augmentation: ``'default'`` is
         :class:`skcce.augment.SelfAugment` (flip, rotation, color); a
-        callable maps a float ``(n, C, H, W)`` batch to a new batch.
-    n_augment : int, default=2
-        Augmented copies whose :math:`\\sigma` are averaged.
-    optimizer : {'adam', 'adamw', 'sgd'} or torch.optim.Optimizer class, default='adam'
-        Optimizer.
-    lr : float, default=1e-2
-        Learning rate.
-    weight_decay : float, default=0.0
-        L2 penalty.
-    optimizer_params : dict, default=None
-        Extra optimizer arguments.
-    batch_size : int, default=256
-        Rows per mini-batch.
-    max_epochs : int, default=50
-        Maximum number of passes over the data.
-    tol : float or None, default=1e-4
-        Early stop when the epoch loss has not decreased by ``tol`` for
-        ``n_iter_no_change`` epochs; None trains for ``max_epochs``.
-    n_iter_no_change : int, default=5
-        Patience of the early stop.
-    device : {'auto', 'cpu', 'cuda'} or torch.device, default='auto'
-        Where to train ('auto': CUDA when available).
-    checkpoint_dir : str or os.PathLike, default=None
-        Save the training state there after every epoch; a new ``fit`` with
-        the same settings and data shape resumes from it.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the initial weights, shuffling and augmentation through local
-        generators.
-    verbose : int, default=0
-        > 0 shows a progress bar over epochs.
+        callable ``augment(x)`` or ``augment(x, generator)`` maps a float
+        ``(n, C, H, W)`` batch to a new batch.
+    {shared: n_augment, optimizer, lr, weight_decay, optimizer_params, batch_size, max_epochs}
+    {shared: tol, n_iter_no_change, device, checkpoint_dir, random_state, verbose, callbacks}
 
     Attributes
     ----------
@@ -210,6 +113,21 @@ or nn.Module, default='linear'
     n_features_in_ : int
         Features (or pixels per image) seen in ``fit``.
 
+    See Also
+    --------
+    CollisionClustering : The clustering estimator on the same loop.
+
+    Notes
+    -----
+    .. versionchanged:: 0.2
+       ``max_epochs``, ``tol`` and ``n_iter_no_change`` default to 40, None
+       and 10 (were 50, 1e-4 and 5), the defaults of
+       :class:`~skcce.CollisionClustering`; pass the old values to keep the
+       old early stop.
+
+    Ctrl-C (``KeyboardInterrupt``) during ``fit`` keeps the model trained so
+    far, with every fitted attribute set, and then re-raises.
+
     Examples
     --------
     >>> from sklearn.datasets import make_blobs
@@ -217,7 +135,7 @@ or nn.Module, default='linear'
     >>> from skcce import CollisionClassifier, soft_targets
     >>> X, y = make_blobs(n_samples=200, centers=3, random_state=0)
     >>> X = StandardScaler().fit_transform(X)
-    >>> clf = CollisionClassifier(batch_size=32, max_epochs=30, tol=None, random_state=0)
+    >>> clf = CollisionClassifier(batch_size=32, max_epochs=30, random_state=0)
     >>> clf.fit(X, y).score(X, y) > 0.9
     True
     >>> clf.fit(X, soft_targets(y, 3, eta=0.5)).score(X, y) > 0.9  # soft targets
@@ -225,16 +143,16 @@ or nn.Module, default='linear'
     """
 
     _parameter_constraints: dict = {
+        **_BaseTorchEstimator._parameter_constraints,
         "loss": [StrOptions({"collision", "shannon"})],
-        **TRAINING_PARAMETER_CONSTRAINTS,
         "augment": [StrOptions({"default"}), callable, None],
     }
 
     def __init__(self, loss="collision", *, model="linear", model_params=None, image_shape=None,
                  augment=None, n_augment=2, optimizer="adam", lr=1e-2, weight_decay=0.0,
-                 optimizer_params=None, batch_size=256, max_epochs=50, tol=1e-4,
-                 n_iter_no_change=5, device="auto", checkpoint_dir=None, random_state=None,
-                 verbose=0):
+                 optimizer_params=None, batch_size=256, max_epochs=40, tol=None,
+                 n_iter_no_change=10, device="auto", checkpoint_dir=None, random_state=None,
+                 verbose=0, callbacks=None):
         self.loss = loss
         self.model = model
         self.model_params = model_params
@@ -253,19 +171,7 @@ or nn.Module, default='linear'
         self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
         self.verbose = verbose
-
-    # ------------------------------------------------------------------ inputs
-    def _images(self, X):
-        return is_image_input(X, self.model, self.image_shape)
-
-    def _check_X(self, X, reset):
-        """Return ``(X, source)``: a validated array (or Dataset) and its loop data source."""
-        if self._images(X):
-            X, layout = prepare_images(self, X, image_shape=self.image_shape, reset=reset)
-            pin = resolve_device(self.device).type == "cuda"
-            return X, _image_source(X, layout, pin_memory=pin)
-        X = validate_data(self, X, dtype=[np.float32, np.float64], reset=reset)
-        return X, ArraySource(X)
+        self.callbacks = callbacks
 
     def _encode_targets(self, y, n_samples):
         """(n, K) float32 targets and ``classes_`` from int labels or soft target rows."""
@@ -289,18 +195,11 @@ or nn.Module, default='linear'
                 f"({n_samples}, n_classes), got shape {y_arr.shape}")
         check_classification_targets(y_arr)
         classes, encoded = np.unique(y_arr, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(
+                f"CollisionClassifier needs samples of at least 2 classes in the data, but the "
+                f"data contains only one class: {classes[0]!r}")
         return soft_targets(encoded, len(classes)).astype(np.float32), classes
-
-    # ------------------------------------------------------------------ fitting
-    def _make_trainer(self, model, objective, generator, device):
-        optimizer = optimizer_factory(self.optimizer, self.lr, self.weight_decay,
-                                      self.optimizer_params)
-        augment = resolve_augment(self.augment) if self._fit_images else None
-        views = None if augment is None else AugmentViews(augment, self.n_augment)
-        return Trainer(model, objective, optimizer=optimizer, batch_size=self.batch_size,
-                       max_epochs=self.max_epochs, device=device, generator=generator,
-                       views=views, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
-                       verbose=self.verbose)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -318,41 +217,35 @@ or nn.Module, default='linear'
         -------
         self : CollisionClassifier
             The fitted estimator.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import make_blobs
+        >>> from skcce import CollisionClassifier
+        >>> X, y = make_blobs(n_samples=60, centers=3, random_state=0)
+        >>> clf = CollisionClassifier(max_epochs=5, random_state=0).fit(X, y)
+        >>> clf.classes_.tolist(), clf.n_iter_
+        ([0, 1, 2], 5)
         """
-        self._fit_images = self._images(X)
-        if self.augment is not None and not self._fit_images:
-            raise ValueError("augment transforms images; pass images (or image_shape=(C, H, W)) "
-                             "or leave augment=None for feature vectors")
-        X, source = self._check_X(X, reset=True)
-        targets, classes = self._encode_targets(y, len(source))
-        if len(classes) < 2:
-            raise ValueError(
-                f"CollisionClassifier needs samples of at least 2 classes in the data, but the "
-                f"data contains only one class: {classes[0]!r}")
-        device = resolve_device(self.device)
-        generator = torch.Generator().manual_seed(seeds_from(self.random_state, 1)[0])
-        model = build_model(self.model, source.input_shape, len(classes), generator=generator,
-                            model_params=self.model_params)
-        trainer = self._make_trainer(model, SoftTargetObjective(self.loss, len(classes)),
-                                     generator, device)
-        epochs = self.max_epochs
-        checkpoint = estimator_checkpoint(self, len(source))
-        if checkpoint is not None:
-            trainer.callbacks.append(checkpoint)
-            epochs -= checkpoint.restore(trainer)
-        result = trainer.fit(TargetSource(source, targets), epochs=max(epochs, 0))
-        self.model_ = trainer.state_copy()
-        self.classes_ = classes
-        self.loss_curve_ = [r.loss for r in trainer.history]
-        self.n_iter_ = len(trainer.history)
-        if not (result.converged or result.interrupted or result.diverged) and self.tol:
-            warnings.warn(
-                f"CollisionClassifier stopped at max_epochs={self.max_epochs} before the loss "
-                f"settled (tol={self.tol}); increase max_epochs or tol.",
-                ConvergenceWarning, stacklevel=2)
+        with self._fit_state():
+            images = self._is_images(X)
+            self._check_params_vs_input(X, images)
+            X, layout = self._validate_X(X, reset=True)
+            source = self._source(X, layout)
+            targets, classes = self._encode_targets(y, len(source))
+            augment = resolve_augment(self.augment) if images else None
+            trainer, result = self._train(
+                X, TargetSource(source, targets), seed=seeds_from(self.random_state, 1)[0],
+                objective=SoftTargetObjective(self.loss), n_outputs=len(classes),
+                images=images,
+                views=None if augment is None else AugmentViews(augment, self.n_augment))
+            self._keep_training_state(trainer)
+            self.classes_ = classes
+            self.loss_curve_ = [r.loss for r in trainer.history]
+            self.n_iter_ = len(trainer.history)
+        self._end_fit(result)
         return self
 
-    # ------------------------------------------------------------------ inference
     def predict_log_proba(self, X):
         """Log of :meth:`predict_proba`.
 
@@ -364,13 +257,9 @@ or nn.Module, default='linear'
         Returns
         -------
         log_proba : ndarray of shape (n_samples, n_classes), dtype float32
+            Log-probabilities of the classes.
         """
-        check_is_fitted(self, "model_")
-        X, source = self._check_X(X, reset=False)
-        device = resolve_device(self.device)
-        model = self.model_ if device.type == "cpu" else copy.deepcopy(self.model_)
-        trainer = Trainer(model, None, batch_size=max(self.batch_size, 1024), device=device)
-        return trainer.predict_log_proba(source).numpy()
+        return self._predict_log_proba(X)[0].numpy()
 
     def predict_proba(self, X):
         """Class probabilities :math:`\\sigma(x)`.
@@ -384,6 +273,15 @@ or nn.Module, default='linear'
         -------
         proba : ndarray of shape (n_samples, n_classes), dtype float64
             Rows sum to 1.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import make_blobs
+        >>> from skcce import CollisionClassifier
+        >>> X, y = make_blobs(n_samples=60, centers=3, random_state=0)
+        >>> clf = CollisionClassifier(max_epochs=5, random_state=0).fit(X, y)
+        >>> clf.predict_proba(X[:2]).sum(axis=1).round(6).tolist()
+        [1.0, 1.0]
         """
         proba = np.exp(self.predict_log_proba(X).astype(np.float64))
         return proba / proba.sum(axis=1, keepdims=True)
@@ -400,6 +298,15 @@ or nn.Module, default='linear'
         -------
         labels : ndarray of shape (n_samples,)
             Entries of :attr:`classes_`.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import make_blobs
+        >>> from skcce import CollisionClassifier
+        >>> X, y = make_blobs(n_samples=60, centers=3, random_state=0)
+        >>> clf = CollisionClassifier(max_epochs=5, random_state=0).fit(X, y)
+        >>> clf.predict(X[:4]).shape
+        (4,)
         """
-        log_proba = self.predict_log_proba(X)
+        log_proba = self.predict_log_proba(X)  # checks that the estimator is fitted
         return self.classes_[log_proba.argmax(axis=1)]

@@ -1,10 +1,13 @@
-"""The ``skcce`` command line: demo, fit, extract and bench.
+"""The ``skcce`` command line: demo, fit and extract (also ``python -m skcce``).
 
 Every command reports a user error (a missing file, an array of the wrong
 shape, an unknown option) as one line on stderr and a non-zero exit status;
 ``--traceback`` shows the full Python traceback instead, for bug reports.
 
 Exit status: 0 on success, 1 on an error while running, 2 on a usage error.
+
+The benchmark scripts are not part of the installed package: run them from
+a clone of the repository as ``python benchmarks/<script>.py``.
 """
 
 from __future__ import annotations
@@ -12,38 +15,51 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
-import runpy
 import sys
 import time
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main", "load_features", "load_labels", "find_benchmarks_dir", "BENCHMARKS"]
+__all__ = ["main", "load_features", "load_labels", "CLIError"]
 
 logger = logging.getLogger(__name__)
 
-#: ``skcce bench NAME`` runs ``main(argv)`` of these scripts in ``benchmarks/``.
-BENCHMARKS = {
-    "solvers": "bench_solvers.py",
-    "fixed": "bench_fixed_features.py",
-    "deep": "bench_deep.py",
-    "deep-ablation": "bench_deep_ablation.py",
-    "noisy": "bench_noisy_labels.py",
-    "weak": "bench_weak.py",
-    "fig1": "fig1_collision_vs_shannon.py",
-    "sweep": "sweep_defaults.py",
-}
-
 
 class CLIError(Exception):
-    """A user error; reported as one line, exit status 1."""
+    """A user error; :func:`main` reports it as one line, with exit status 1.
+
+    Examples
+    --------
+    >>> from skcce.cli import CLIError, load_features
+    >>> try:
+    ...     load_features("missing.npy")
+    ... except CLIError as exc:
+    ...     print(exc)
+    features file not found: missing.npy
+    """
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` after every option that has a default worth stating."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
-    """ArgumentParser whose usage errors are one line (plus a hint), exit status 2."""
+    """ArgumentParser whose usage errors are one line (plus a hint), exit status 2.
+
+    Every ``--help`` shows the defaults.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
@@ -55,6 +71,9 @@ class _Parser(argparse.ArgumentParser):
 def _load_csv(path):
     with open(path, encoding="utf-8") as fh:
         first = fh.readline()
+        has_rows = bool(first.strip()) or any(line.strip() for line in fh)
+    if not has_rows:
+        raise CLIError(f"{path}: the file has no data rows")
     delimiter = "," if "," in first else None
     try:
         [float(v) for v in first.replace(",", " ").split()]
@@ -62,10 +81,47 @@ def _load_csv(path):
     except ValueError:
         skip = 1  # a header row
     try:
-        data = np.loadtxt(path, delimiter=delimiter, skiprows=skip, dtype=np.float64, ndmin=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # numpy's "input contained no data"
+            data = np.loadtxt(path, delimiter=delimiter, skiprows=skip, dtype=np.float64,
+                              ndmin=2)
     except ValueError as exc:
         raise CLIError(f"{path}: not a numeric CSV table ({exc})") from None
+    if data.shape[0] == 0:
+        raise CLIError(f"{path}: the file has a header row but no data rows")
     return data
+
+
+def _load_numpy(path, keys, what):
+    """``np.load`` of an ``.npy`` or ``.npz`` file, with errors that name the file.
+
+    Returns the array itself (``.npy``), or ``(array under the first of keys, other arrays
+    by name)`` of an ``.npz``; an ``.npz`` holding one array returns it under any name.
+    """
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if not magic:
+        raise CLIError(f"{path}: the file is empty (0 bytes)")
+    if not (magic.startswith(b"\x93NUMPY") or magic.startswith(b"PK")):
+        raise CLIError(f"{path}: not a NumPy .npy/.npz file (written by numpy.save or "
+                       "numpy.savez); the file is damaged or has the wrong extension")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except zipfile.BadZipFile:
+        raise CLIError(f"{path}: not a valid .npz archive (a zip file written by "
+                       "numpy.savez); the file is damaged or has the wrong extension") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise CLIError(f"{path}: cannot read ({_one_line(exc, 120)})") from None
+    if isinstance(loaded, np.ndarray):
+        return loaded, {}
+    with loaded as data:
+        names = list(data.files)
+        key = next((k for k in keys if k in names), None)
+        if key is None and len(names) == 1:
+            key = names[0]
+        if key is None:
+            raise CLIError(f"{path}: no array named {what} (found {', '.join(names) or 'none'})")
+        return data[key], {name: data[name] for name in names if name != key}
 
 
 def load_features(path):
@@ -81,13 +137,15 @@ def load_features(path):
     Returns
     -------
     X : ndarray of shape (n_samples, n_features)
+        The features.
     y : ndarray of shape (n_samples,) or None
         The ``y`` array of an ``.npz`` file, else None.
 
     Raises
     ------
     CLIError
-        Missing file, unknown extension, or an array that is not 2-D.
+        Missing, empty or unreadable file, unknown extension, or an array
+        that is not 2-D; the message names the file.
 
     Examples
     --------
@@ -103,30 +161,19 @@ def load_features(path):
     if not path.is_file():
         raise CLIError(f"features file not found: {path}")
     suffix = path.suffix.lower()
-    y = None
-    try:
-        if suffix == ".npy":
-            X = np.load(path, allow_pickle=False)
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                keys = list(data.files)
-                key = next((k for k in ("X", "x", "features") if k in keys), None)
-                if key is None and len(keys) == 1:
-                    key = keys[0]
-                if key is None:
-                    raise CLIError(f"{path}: no array named 'X' (found {', '.join(keys)})")
-                X = data[key]
-                y = data["y"] if "y" in keys else None
-        elif suffix == ".csv":
-            X = _load_csv(path)
-        else:
-            raise CLIError(f"{path}: unsupported format {suffix!r}; use .npy, .npz or .csv")
-    except (OSError, ValueError) as exc:
-        raise CLIError(f"{path}: cannot read ({exc})") from None
+    if suffix in (".npy", ".npz"):
+        X, others = _load_numpy(path, ("X", "x", "features"), "'X'")
+        y = others.get("y")
+    elif suffix == ".csv":
+        X, y = _load_csv(path), None
+    else:
+        raise CLIError(f"{path}: unsupported format {suffix!r}; use .npy, .npz or .csv")
     if X.ndim != 2:
         raise CLIError(
             f"{path}: expected a 2-D array (n_samples, n_features), got shape {X.shape}"
         )
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise CLIError(f"{path}: the array is empty (shape {X.shape})")
     if y is not None and (y.ndim != 1 or y.shape[0] != X.shape[0]):
         raise CLIError(f"{path}: 'y' has shape {y.shape}, expected ({X.shape[0]},)")
     return X, y
@@ -145,6 +192,12 @@ def load_labels(path, n_samples):
     Returns
     -------
     y : ndarray of shape (n_samples,)
+        The labels.
+
+    Raises
+    ------
+    CLIError
+        Missing, empty or unreadable file, or labels of the wrong length.
 
     Examples
     --------
@@ -158,24 +211,25 @@ def load_labels(path, n_samples):
     path = Path(path)
     if not path.is_file():
         raise CLIError(f"labels file not found: {path}")
-    if path.suffix.lower() == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            if "y" not in data.files:
-                raise CLIError(f"{path}: no array named 'y'")
-            y = data["y"]
-    elif path.suffix.lower() == ".csv":
+    if path.suffix.lower() == ".csv":
         y = _load_csv(path)
     else:
-        try:
-            y = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise CLIError(f"{path}: cannot read ({exc})") from None
+        y = _load_numpy(path, ("y",), "'y'")[0]
     y = np.asarray(y)
     if y.ndim == 2 and 1 in y.shape:
         y = y.ravel()
     if y.shape != (n_samples,):
         raise CLIError(f"{path}: labels have shape {y.shape}, expected ({n_samples},)")
     return y
+
+
+def _save_npy(path, array):
+    """Save like ``np.save`` and return the path actually written (``.npy`` appended)."""
+    path = Path(path)
+    if not path.name.endswith(".npy"):  # np.save appends the suffix; report the real name
+        path = path.with_name(path.name + ".npy")
+    np.save(path, array)
+    return path.resolve()
 
 
 def _score_lines(y_true, y_pred):
@@ -324,11 +378,11 @@ def _cmd_fit(args):
     if y_true is not None:
         print(_score_lines(y_true, labels))
     if args.out:
-        np.save(args.out, labels)
-        print(f"labels saved to {args.out}")
+        print(f"cluster ids saved to {_save_npy(args.out, labels)}")
+    else:
+        print("cluster ids not saved (pass --out labels.npy to save them)")
     if args.proba_out:
-        np.save(args.proba_out, est.predict_proba(X))
-        print(f"probabilities saved to {args.proba_out}")
+        print(f"probabilities saved to {_save_npy(args.proba_out, est.predict_proba(X))}")
     return 0
 
 
@@ -341,98 +395,58 @@ def _load_images(path):
         return str(path)
     if not path.is_file():
         raise CLIError(f"images not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            key = next((k for k in ("X", "images", "x") if k in data.files), None)
-            if key is None:
-                raise CLIError(f"{path}: no array named 'X' or 'images'")
-            return data[key]
+    if path.suffix.lower() in (".npy", ".npz"):
+        return _load_numpy(path, ("X", "images", "x"), "'X' or 'images'")[0]
     return [str(path)]  # a single image file
+
+
+def _image_shape(text):
+    """argparse type of ``--image-shape``: ``C,H,W`` (or ``CxHxW``) as a tuple of ints."""
+    parts = text.replace("x", ",").replace(" ", ",").split(",")
+    try:
+        shape = tuple(int(p) for p in parts if p)
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected C,H,W such as 1,28,28, got {text!r}")
+    return shape
+
+
+def _weights_argument(text):
+    """``--weights`` as extract_features takes it: None, a torchvision name or a file."""
+    if text.lower() in ("none", "random"):
+        return None
+    if text.lower() == "default" and not Path(text).is_file():
+        return "DEFAULT"
+    if Path(text).is_file():
+        return text
+    if text.replace("_", "").isalnum() and text.upper() == text:
+        return text  # DEFAULT, IMAGENET1K_V2, ...: torchvision checks the name
+    raise CLIError(f"weights file not found: {text} (use a state_dict file, DEFAULT, or none)")
 
 
 def _cmd_extract(args):
     from skcce import extract_features
+    from skcce.backbones import WeightsDownloadError
 
     images = _load_images(args.images)
-    weights = args.weights
-    if weights is not None and weights.lower() in ("none", "random"):
-        weights = None
-    elif weights is not None and weights != "DEFAULT" and not Path(weights).is_file():
-        raise CLIError(f"weights file not found: {weights} (use a state_dict file or DEFAULT)")
-    device = None if args.device == "auto" else args.device
-    feats = extract_features(images, model=args.model, weights=weights, size=args.size,
-                             batch_size=args.batch_size, device=device, progress=True)
-    np.save(args.out, np.asarray(feats))
-    print(f"features of shape {tuple(feats.shape)} saved to {args.out}")
-    return 0
-
-
-# --------------------------------------------------------------------------- bench
-
-
-def find_benchmarks_dir():
-    """Locate the ``benchmarks/`` folder of a source checkout.
-
-    Looks, in order, at ``$SKCCE_BENCHMARKS_DIR``, ``./benchmarks`` and the
-    folder beside the package (an editable install of the repository).
-
-    Returns
-    -------
-    path : pathlib.Path or None
-        None when no folder holding the benchmark scripts is found (e.g. an
-        installed wheel, which does not ship them).
-
-    Examples
-    --------
-    >>> from skcce.cli import find_benchmarks_dir
-    >>> path = find_benchmarks_dir()
-    >>> path is None or path.name == "benchmarks"
-    True
-    """
-    candidates = []
-    if os.environ.get("SKCCE_BENCHMARKS_DIR"):
-        candidates.append(Path(os.environ["SKCCE_BENCHMARKS_DIR"]))
-    candidates += [Path.cwd() / "benchmarks", Path(__file__).resolve().parent.parent / "benchmarks"]
-    for path in candidates:
-        if path.is_dir() and any((path / script).is_file() for script in BENCHMARKS.values()):
-            return path
-    return None
-
-
-@contextlib.contextmanager
-def _on_sys_path(folder):
-    sys.path.insert(0, str(folder))
-    try:
-        yield
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(str(folder))
-
-
-def _cmd_bench(args):
-    folder = find_benchmarks_dir()
-    if folder is None:
+    if getattr(images, "ndim", None) == 2 and args.image_shape is None:
         raise CLIError(
-            "benchmarks folder not found: the scripts ship with the source repository, not "
-            "the installed package; run from a clone or set SKCCE_BENCHMARKS_DIR"
-        )
-    script = folder / BENCHMARKS[args.name]
-    if not script.is_file():
-        raise CLIError(f"benchmark script not found: {script}")
-    saved_argv = sys.argv
-    sys.argv = [f"skcce bench {args.name}", *args.args]  # the script's --help names itself so
+            f"{args.images}: the images are stored as rows of {images.shape[1]} values; give "
+            "their shape with --image-shape C,H,W (e.g. --image-shape 1,28,28 for MNIST)")
+    weights = _weights_argument(args.weights)
+    device = None if args.device == "auto" else args.device
     try:
-        with _on_sys_path(folder):
-            namespace = runpy.run_path(str(script), run_name=f"skcce_bench_{args.name}")
-            if "main" not in namespace:
-                raise CLIError(f"{script} defines no main(argv) function")
-            result = namespace["main"](list(args.args))
-    finally:
-        sys.argv = saved_argv
-    return int(result or 0)
+        feats = extract_features(images, model=args.model, weights=weights, size=args.size,
+                                 batch_size=args.batch_size, device=device,
+                                 image_shape=args.image_shape, progress=True)
+    except WeightsDownloadError as exc:
+        raise CLIError(
+            f"could not download the {exc.arch} weights ({exc.reason}); without network "
+            "access, copy the weights file from a connected machine (torchvision keeps it "
+            "in ~/.cache/torch/hub/checkpoints/) and pass --weights FILE") from None
+    print(f"features of shape {tuple(feats.shape)} saved to {_save_npy(args.out, feats)}")
+    return 0
 
 
 # --------------------------------------------------------------------------- parser
@@ -441,7 +455,8 @@ def _cmd_bench(args):
 def _build_parser():
     parser = _Parser(prog="skcce", description=(
         "Self-labeled clustering with collision cross-entropy "
-        "(Zhang & Boykov). Commands: demo, fit, extract, bench."))
+        "(Zhang & Boykov). Commands: demo, fit, extract. The benchmark scripts run from a "
+        "clone of the repository: python benchmarks/<script>.py."))
     parser.add_argument("--traceback", action="store_true",
                         help="show the full traceback on errors (for bug reports)")
     parser.add_argument("--version", action="version", version=_version())
@@ -449,50 +464,65 @@ def _build_parser():
 
     demo = sub.add_parser("demo", help="cluster sklearn's digits; compare with baselines")
     demo.add_argument("--out", default="skcce_demo.png",
-                      help="PNG for the matched confusion matrix (default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+                      help="PNG for the matched confusion matrix")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.add_argument("--quick", action="store_true", help="a few epochs only (for tests)")
     demo.add_argument("--no-plot", action="store_true", help="do not save the PNG")
     demo.set_defaults(func=_cmd_demo)
 
-    fit = sub.add_parser("fit", help="cluster a feature matrix (.npy, .npz, .csv)")
+    fit = sub.add_parser("fit", help="cluster a feature matrix (.npy, .npz, .csv)",
+                         description="Cluster a feature matrix with CollisionClustering; the "
+                                     "defaults are the estimator's.")
+    defaults = _estimator_defaults()
     fit.add_argument("features", help=".npy (2-D), .npz (X [, y]) or .csv file")
     fit.add_argument("--n-clusters", type=int, required=True, help="number of clusters K")
-    fit.add_argument("--lam", type=float, help="fairness weight (estimator default if omitted)")
-    fit.add_argument("--max-epochs", type=int, help="training epochs")
-    fit.add_argument("--n-init", type=int, help="restarts; the lowest final loss is kept")
-    fit.add_argument("--batch-size", type=int, help="mini-batch size")
-    fit.add_argument("--lr", type=float, help="learning rate")
-    fit.add_argument("--device", help="'auto', 'cpu' or 'cuda'")
-    fit.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    fit.add_argument("--lam", type=float, default=defaults["lam"], help="fairness weight")
+    fit.add_argument("--max-epochs", type=int, default=defaults["max_epochs"],
+                     help="training epochs")
+    fit.add_argument("--n-init", type=int, default=defaults["n_init"],
+                     help="restarts; the lowest final loss is kept")
+    fit.add_argument("--batch-size", type=int, default=defaults["batch_size"],
+                     help="mini-batch size")
+    fit.add_argument("--lr", type=float, default=defaults["lr"], help="learning rate")
+    fit.add_argument("--device", default=defaults["device"], help="'auto', 'cpu' or 'cuda'")
+    fit.add_argument("--seed", type=int, default=0, help="random seed")
     fit.add_argument("--no-standardize", action="store_true",
                      help="do not standardize the features first")
     fit.add_argument("--labels", help="true labels (.npy/.npz/.csv) to report ACC, NMI, ARI")
-    fit.add_argument("--out", help="save the cluster ids here (.npy)")
+    fit.add_argument("--out", help="save the cluster ids here (.npy; the suffix is added if "
+                                   "missing); nothing is saved without it")
     fit.add_argument("--proba-out", help="save the cluster probabilities here (.npy)")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.set_defaults(func=_cmd_fit)
 
     ext = sub.add_parser("extract", help="CNN features of images (the ResNet-50 workflow)")
     ext.add_argument("images", help="a folder of images, or .npy/.npz of an image array")
-    ext.add_argument("--model", default="resnet50", choices=("resnet50", "resnet18"))
+    ext.add_argument("--model", default="resnet50", choices=("resnet50", "resnet18"),
+                     help="the network")
     ext.add_argument("--weights", default="DEFAULT",
-                     help="DEFAULT (torchvision's pretrained weights, downloads once), a "
-                          "state_dict file, or 'none' for random weights (default: DEFAULT)")
-    ext.add_argument("--batch-size", type=int, default=64)
+                     help="DEFAULT (torchvision's pretrained weights, downloaded once), a "
+                          "state_dict file, or 'none' for a random network (testing only: "
+                          "its features carry little information)")
+    ext.add_argument("--image-shape", type=_image_shape, metavar="C,H,W",
+                     help="shape of each image when the array stores one image per row, "
+                          "e.g. 1,28,28 for MNIST")
+    ext.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     ext.add_argument("--size", type=int, default=224,
-                     help="side of the square network input in pixels (default: 224)")
+                     help="side of the square network input in pixels")
     ext.add_argument("--device", default="auto", help="'auto' (CUDA if available), 'cpu', 'cuda'")
     ext.add_argument("--out", required=True, help="output .npy file")
     ext.set_defaults(func=_cmd_extract)
-
-    bench = sub.add_parser("bench", help="run a benchmark script (source checkout only)",
-                           description="Run benchmarks/<script>.py's main(argv). Arguments "
-                                       "after NAME go to the script (try `--help`, `--quick`).")
-    bench.add_argument("name", choices=sorted(BENCHMARKS), help="which benchmark")
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
-    bench.set_defaults(func=_cmd_bench)
     return parser
+
+
+def _estimator_defaults():
+    """The defaults of CollisionClustering's parameters, for ``skcce fit --help``."""
+    import inspect
+
+    from skcce import CollisionClustering
+
+    return {name: p.default for name, p in
+            inspect.signature(CollisionClustering).parameters.items()}
 
 
 def _version():
@@ -529,23 +559,61 @@ def main(argv=None):
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    with _tracked_stderr() as stderr:
+        try:
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning  # one line, no source excerpt
+                return args.func(args)
+        except KeyboardInterrupt:
+            stderr.end_line()
+            print("skcce: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:  # noqa: BLE001 - one line for the user, never a traceback
+            stderr.end_line()  # not on the line of an unfinished progress bar
+            if args.traceback:
+                raise
+            print(f"skcce {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+            return 1
+
+
+class _LineTrackingStream:
+    """A text stream wrapper that knows whether the last write ended its line.
+
+    Progress bars write ``\\r`` + text without a newline; an error or warning
+    printed after an interrupted bar would otherwise land on the bar's line.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.at_line_start = True
+
+    def write(self, text):
+        if text:
+            self.at_line_start = text.endswith("\n")
+        return self._stream.write(text)
+
+    def end_line(self):
+        if not self.at_line_start:
+            self.write("\n")
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _tracked_stderr():
+    saved = sys.stderr
+    sys.stderr = _LineTrackingStream(saved)
     try:
-        with warnings.catch_warnings():
-            warnings.showwarning = _show_warning  # one line, no source excerpt
-            return args.func(args)
-    except SystemExit as exc:  # a benchmark's own argparse (--help or a usage error)
-        return _exit_code(exc, default=1)
-    except KeyboardInterrupt:
-        print("skcce: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - one line for the user, never a traceback
-        if args.traceback:
-            raise
-        print(f"skcce {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-        return 1
+        yield sys.stderr
+    finally:
+        sys.stderr = saved
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
+    end_line = getattr(sys.stderr, "end_line", None)
+    if end_line is not None:
+        end_line()
     print(f"skcce: {category.__name__}: {' '.join(str(message).split())}", file=sys.stderr)
 
 
@@ -568,5 +636,5 @@ def _one_line(exc, limit=300):
     return text
 
 
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":  # pragma: no cover - ``python -m skcce`` is skcce/__main__.py
     sys.exit(main())

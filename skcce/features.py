@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,22 @@ def _batches(images, files, image_shape, batch_size, device):
         yield images_to_tensor(rows, layout, device=device, non_blocking=non_blocking)
 
 
+def _extract_into(out, net, batches, size, device, bar):
+    """Fill ``out`` with the pooled features of each batch."""
+    start = 0
+    with torch.inference_mode():
+        for batch in batches:
+            if isinstance(batch, list):  # files: resize each before stacking
+                batch = torch.cat([_preprocess(b[None].to(device), size) for b in batch])
+            else:
+                batch = _preprocess(batch, size)
+            feats = net.forward_features(batch).float().cpu().numpy()
+            out[start : start + len(feats)] = feats
+            start += len(feats)
+            if bar is not None:
+                bar.update(len(feats))
+
+
 def _default_device(device):
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -157,7 +174,7 @@ def extract_features(images, model="resnet50", *, weights="DEFAULT", batch_size=
         A torchvision weights name (``'DEFAULT'``, ``'IMAGENET1K_V2'``, ...,
         downloaded by torchvision on a connected machine), the path of a
         local state_dict file, or ``None`` for random weights (only useful
-        for testing).
+        for testing; warns that the features come from a random network).
     batch_size : int, default=64
         Images per forward pass.
     device : str or torch.device, optional
@@ -172,6 +189,8 @@ def extract_features(images, model="resnet50", *, weights="DEFAULT", batch_size=
     Returns
     -------
     features : ndarray of shape (n, 2048) or (n, 512), dtype float32
+        One row per image, in the order of ``images`` (sorted paths for a
+        directory).
 
     Examples
     --------
@@ -189,6 +208,12 @@ def extract_features(images, model="resnet50", *, weights="DEFAULT", batch_size=
     if not (isinstance(size, int) and size >= 32):
         raise ValueError(f"size must be an int >= 32, got {size!r}")
     device = _default_device(device)
+    if weights is None:
+        warnings.warn(
+            f"weights=None: these are the features of a {model} with random weights, not "
+            "of a pretrained network, so they carry little information about the images "
+            "(use only for testing); pass weights='DEFAULT' or a weights file for real "
+            "features", UserWarning, stacklevel=2)
     net = build_backbone(model, (3, size, size), None, weights=weights)
     net.normalize = False  # _preprocess normalizes, also for weights=None
     net.to(device).eval()
@@ -200,19 +225,11 @@ def extract_features(images, model="resnet50", *, weights="DEFAULT", batch_size=
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, desc=f"{model} features", unit="img")
-    start = 0
-    with torch.inference_mode():
-        for batch in _batches(images, files, image_shape, batch_size, device):
-            if isinstance(batch, list):  # files: resize each before stacking
-                batch = torch.cat([_preprocess(b[None].to(device), size) for b in batch])
-            else:
-                batch = _preprocess(batch, size)
-            feats = net.forward_features(batch).float().cpu().numpy()
-            out[start : start + len(feats)] = feats
-            start += len(feats)
-            if bar is not None:
-                bar.update(len(feats))
-    if bar is not None:
-        bar.close()
+    try:
+        _extract_into(out, net, _batches(images, files, image_shape, batch_size, device),
+                      size, device, bar)
+    finally:
+        if bar is not None:
+            bar.close()  # ends the bar's line, also when a batch fails
     logger.info("extracted %s features from %d images", out.shape, n)
     return out

@@ -22,12 +22,12 @@ import numbers
 import torch
 from torch import nn
 
+from skcce.backbones import BACKBONES  # one list of backbone names
+
 __all__ = ["build_model", "LinearClassifier", "MLPClassifier", "seeded_global_rng", "BACKBONES"]
 
 logger = logging.getLogger(__name__)
 
-#: Model names dispatched to :func:`skcce.backbones.build_backbone`.
-BACKBONES = ("vgg4", "resnet18", "resnet50")
 
 
 @contextlib.contextmanager
@@ -71,7 +71,36 @@ def _kaiming_linear_(layer: nn.Linear, generator) -> None:
         nn.init.zeros_(layer.bias)
 
 
-class LinearClassifier(nn.Module):
+class _FlatInputClassifier(nn.Module):
+    """A classifier of flattened inputs; subclasses return their layers from ``_logits``."""
+
+    def _logits(self):
+        raise NotImplementedError
+
+    def forward(self, x):
+        """Return the logits of the flattened input.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, ...)
+            Inputs; everything after the first axis is flattened.
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (n, n_outputs)
+            One row of logits per input.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skcce.networks import LinearClassifier
+        >>> LinearClassifier(4, 3)(torch.zeros(5, 2, 2)).shape
+        torch.Size([5, 3])
+        """
+        return self._logits()(x.flatten(1))
+
+
+class LinearClassifier(_FlatInputClassifier):
     """One linear layer, Kaiming-initialized with zero bias (the paper, appendix D).
 
     Parameters
@@ -97,11 +126,11 @@ class LinearClassifier(nn.Module):
         self.linear = nn.Linear(n_features, n_outputs)
         _kaiming_linear_(self.linear, generator)
 
-    def forward(self, x):
-        return self.linear(x.flatten(1))
+    def _logits(self):
+        return self.linear
 
 
-class MLPClassifier(nn.Module):
+class MLPClassifier(_FlatInputClassifier):
     """Fully connected network: (Linear, [BatchNorm1d], ReLU) blocks and a linear output layer.
 
     Parameters
@@ -152,8 +181,8 @@ class MLPClassifier(nn.Module):
         layers.append(head)
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x):
-        return self.net(x.flatten(1))
+    def _logits(self):
+        return self.net
 
 
 class _WithHead(nn.Module):

@@ -104,6 +104,7 @@ def plot_confusion_matrix(y_true, y_pred, *, normalize=False, show_sizes=True, t
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The figure drawn on (the figure of ``axes`` or ``ax`` when given).
 
     Examples
     --------
@@ -169,28 +170,17 @@ def _training_attr(estimator, name):
 
 
 def _size_history(estimator):
-    """Per-epoch cluster sizes, from ``cluster_sizes_history_`` or ``history_`` records."""
-    history = _training_attr(estimator, "cluster_sizes_history_")
-    if history is not None:
-        return history
-    records = getattr(estimator, "history_", None)
-    if not records:
-        return None
-    rows = [getattr(r, "cluster_sizes", None) if not isinstance(r, dict)
-            else r.get("cluster_sizes") for r in records]
-    if any(r is None for r in rows):
-        return None
-    return np.asarray(rows, dtype=float)
+    """Per-epoch cluster sizes ``cluster_sizes_history_``, or None."""
+    return _training_attr(estimator, "cluster_sizes_history_")
 
 
 def plot_training(estimator, *, axes=None):
     """Plot the training loss over epochs and the cluster sizes of a fitted estimator.
 
     Reads ``loss_curve_`` (one value per epoch) and, when the estimator
-    keeps one, a per-epoch cluster-size history (``cluster_sizes_history_``
-    of shape (n_epochs, n_clusters), or ``history_`` records with a
-    ``cluster_sizes`` field), drawn as stacked areas; otherwise the final
-    ``cluster_sizes_`` are drawn as bars.
+    keeps one, the per-epoch cluster sizes ``cluster_sizes_history_`` of
+    shape (n_epochs, n_clusters), drawn as stacked areas; otherwise the
+    final ``cluster_sizes_`` are drawn as bars.
 
     Parameters
     ----------
@@ -203,6 +193,7 @@ def plot_training(estimator, *, axes=None):
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The figure drawn on (the figure of ``axes`` or ``ax`` when given).
 
     Raises
     ------
@@ -253,7 +244,7 @@ def plot_training(estimator, *, axes=None):
 
 
 def collision_and_shannon_curves(y, x):
-    r"""Values of :math:`H_2(y, \sigma)` (eq. 9) and :math:`H(y, \sigma)` (eq. 8) for binary σ.
+    r"""Compute :math:`H_2(y, \sigma)` (eq. 9) and :math:`H(y, \sigma)` (eq. 8) for binary σ.
 
     Parameters
     ----------
@@ -314,6 +305,7 @@ def plot_collision_vs_shannon(targets=FIGURE1_TARGETS, *, n_points=401, ylim=(0.
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The figure drawn on (the figure of ``axes`` or ``ax`` when given).
 
     Examples
     --------
@@ -382,6 +374,7 @@ def plot_solver_convergence(histories, *, tol=None, log_time=False, ax=None):
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The figure drawn on (the figure of ``axes`` or ``ax`` when given).
 
     Examples
     --------

@@ -147,7 +147,8 @@ def test_vgg4_state_dict_round_trip(tmp_path):
 
 
 def test_build_model_dispatch_uses_backbones():
-    networks = pytest.importorskip("skcce.networks")
+    from skcce import networks  # part of the package: an ImportError must fail the test
+
     g = torch.Generator().manual_seed(0)
     model = networks.build_model("vgg4", (1, 28, 28), 10, generator=g)
     assert model.eval()(torch.rand(2, 1, 28, 28)).shape == (2, 10)
@@ -165,3 +166,29 @@ def test_count_parameters_vgg4_mnist():
     bn = 2 * sum(widths[1:])
     expected = conv + bn + 4608 * 10 + 10
     assert count_parameters(VGG4((1, 28, 28), 10)) == expected
+
+
+def test_a_file_that_is_not_weights_is_named(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    with pytest.raises(ValueError, match=r"notes\.txt' is not a weights file saved with torch"):
+        load_state_dict_file(notes)
+    with pytest.raises(ValueError, match="not a weights file"):
+        build_backbone("resnet18", (3, 32, 32), 2, weights=str(notes))
+
+
+def test_failed_download_says_how_to_work_offline(monkeypatch):
+    import urllib.error
+
+    import torchvision
+
+    from skcce.backbones import WeightsDownloadError
+
+    def offline(*, weights=None, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.models, "resnet18", offline)
+    with pytest.raises(WeightsDownloadError, match="no network") as info:
+        build_backbone("resnet18", (3, 32, 32), 2, weights="DEFAULT")
+    assert isinstance(info.value, RuntimeError)
+    assert info.value.arch == "resnet18" and "weights=<that path>" in str(info.value)

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +48,6 @@ def test_no_command_prints_help_and_fails(capsys):
     (["fit", "x.npy", "--n-clusters", "3", "--bogus"], "unrecognized arguments: --bogus"),
     (["fit", "x.npy"], "--n-clusters"),
     (["fit", "x.npy", "--n-clusters", "three"], "invalid int value"),
-    (["bench", "nope"], "invalid choice"),
 ])
 def test_usage_errors_are_one_line(capsys, argv, needle):
     assert main(argv) == 2
@@ -117,6 +115,76 @@ def test_console_script_exit_status(tmp_path):
     assert proc.stderr.strip().startswith("skcce fit: error: features file not found")
 
 
+def test_python_dash_m_skcce(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "skcce", "fit", str(tmp_path / "no.npy"),
+                           "--n-clusters", "2"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().startswith("skcce fit: error: features file not found")
+
+
+def _estimator_default(name):
+    import inspect
+
+    from skcce import CollisionClustering
+
+    return inspect.signature(CollisionClustering).parameters[name].default
+
+
+@pytest.mark.parametrize("command, needles", [
+    ("fit", [f"fairness weight (default: {_estimator_default('lam')})",
+             f"learning rate (default: {_estimator_default('lr')})",
+             f"training epochs (default: {_estimator_default('max_epochs')})",
+             "random seed (default: 0)"]),
+    ("extract", ["(default: resnet50)", "(default: 64)", "(default: 224)", "--image-shape"]),
+])
+def test_help_shows_defaults(capsys, command, needles):
+    assert main([command, "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for needle in needles:
+        assert needle in out, needle
+    assert "(default: None)" not in out and "(default: False)" not in out
+
+
+# ----------------------------------------------------------------- unreadable input files
+@pytest.mark.parametrize("name, content, needle", [
+    ("empty.npy", b"", "the file is empty"),
+    ("empty.npz", b"", "the file is empty"),
+    ("broken.npz", b"PK\x03\x04 not really a zip", "not a valid .npz archive"),
+    ("text.npz", b"just some text\n", "not a NumPy .npy/.npz file"),
+    ("short.npy", None, "cannot read (Failed to read all data"),
+    ("empty.csv", b"", "no data rows"),
+    ("blank.csv", b"\n\n", "no data rows"),
+    ("header.csv", b"a,b,c\n", "no data rows"),
+])
+def test_unreadable_features_file_named(capsys, tmp_path, name, content, needle):
+    path = tmp_path / name
+    if content is None:  # a valid .npy header whose data is cut off
+        np.save(path, np.zeros((50, 4)))
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        path.write_bytes(content)
+    assert main(["fit", str(path), "--n-clusters", "3"]) == 1
+    line = _assert_one_line_error(capsys, needle, str(path))
+    assert "--n-clusters" not in line
+
+
+def test_empty_array_is_named(capsys, tmp_path):
+    np.save(tmp_path / "none.npy", np.zeros((0, 4)))
+    assert main(["fit", str(tmp_path / "none.npy"), "--n-clusters", "3"]) == 1
+    line = _assert_one_line_error(capsys, "the array is empty", "none.npy")
+    assert "--n-clusters" not in line
+
+
+def test_unreadable_labels_file_named(capsys, tmp_path):
+    X, _ = _blobs()
+    np.save(tmp_path / "X.npy", X)
+    (tmp_path / "y.npy").write_bytes(b"")
+    argv = ["fit", str(tmp_path / "X.npy"), "--n-clusters", "3", "--labels",
+            str(tmp_path / "y.npy")]
+    assert main(argv) == 1
+    _assert_one_line_error(capsys, "the file is empty", "y.npy")
+
+
 # ----------------------------------------------------------------- loading
 def test_load_features_formats(tmp_path):
     X, y = _blobs(n=12)
@@ -156,6 +224,28 @@ def test_fit_reports_scores_and_saves(capsys, tmp_path):
     from skcce.metrics import clustering_accuracy
 
     assert acc == pytest.approx(clustering_accuracy(y, labels), abs=1e-4)
+
+
+def test_fit_without_out_says_nothing_was_saved(capsys, tmp_path):
+    X, _ = _blobs()
+    np.save(tmp_path / "X.npy", X)
+    argv = ["fit", str(tmp_path / "X.npy"), "--n-clusters", "3", "--max-epochs", "2", "--quiet"]
+    assert main(argv) == 0
+    assert "not saved (pass --out" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X.npy"]
+
+
+def test_out_without_suffix_reports_the_written_path(capsys, tmp_path):
+    X, _ = _blobs()
+    np.save(tmp_path / "X.npy", X)
+    argv = ["fit", str(tmp_path / "X.npy"), "--n-clusters", "3", "--max-epochs", "2", "--quiet",
+            "--out", str(tmp_path / "labels"), "--proba-out", str(tmp_path / "proba.txt")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for written in (tmp_path / "labels.npy", tmp_path / "proba.txt.npy"):
+        assert written.is_file()
+        assert f"saved to {written.resolve()}\n" in out
+    assert np.load(tmp_path / "labels.npy").shape == (90,)
 
 
 def test_fit_csv_with_separate_labels(capsys, tmp_path):
@@ -201,48 +291,104 @@ def test_extract_missing_weights_file(capsys, tmp_path):
     _assert_one_line_error(capsys, "weights file not found")
 
 
+def test_extract_weights_file_that_is_not_weights(capsys, tmp_path):
+    np.save(tmp_path / "img.npy", np.zeros((2, 32, 32), dtype=np.uint8))
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    argv = ["extract", str(tmp_path / "img.npy"), "--model", "resnet18", "--weights",
+            str(tmp_path / "notes.txt"), "--size", "32", "--out", str(tmp_path / "f.npy")]
+    assert main(argv) == 1
+    line = _assert_one_line_error(capsys, "notes.txt",
+                                  "is not a weights file saved with torch.save")
+    assert "KeyError:" not in line.split("(")[0]
+
+
+def test_extract_offline_hint_is_for_the_command_line(capsys, tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision
+
+    def offline(*, weights=None, **kwargs):
+        if weights is not None:
+            raise urllib.error.URLError("no network")
+        return real(weights=None, **kwargs)
+
+    real = torchvision.models.resnet18
+    monkeypatch.setattr(torchvision.models, "resnet18", offline)
+    np.save(tmp_path / "img.npy", np.zeros((2, 32, 32), dtype=np.uint8))
+    argv = ["extract", str(tmp_path / "img.npy"), "--model", "resnet18", "--size", "32",
+            "--out", str(tmp_path / "f.npy")]
+    assert main(argv) == 1
+    line = _assert_one_line_error(capsys, "could not download the resnet18 weights",
+                                  "no network", "--weights FILE")
+    assert "weights=" not in line and "torch.save(" not in line  # no Python syntax
+
+
+def test_extract_random_weights_warns_once_in_plain_words(capsys, tmp_path):
+    np.save(tmp_path / "img.npy", np.zeros((2, 32, 32), dtype=np.uint8))
+    argv = ["extract", str(tmp_path / "img.npy"), "--model", "resnet18", "--weights", "none",
+            "--size", "32", "--device", "cpu", "--out", str(tmp_path / "f.npy")]
+    assert main(argv) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "UserWarning" in line]
+    assert len(warned) == 1
+    assert "random weights" in warned[0] and "not of a pretrained network" in warned[0]
+
+
+def test_extract_flat_rows_need_and_take_image_shape(capsys, tmp_path):
+    rows = np.random.default_rng(0).integers(0, 256, (3, 28 * 28), dtype=np.uint8)
+    np.savez(tmp_path / "mnist.npz", X=rows, y=np.arange(3))
+    base = ["extract", str(tmp_path / "mnist.npz"), "--model", "resnet18", "--weights", "none",
+            "--size", "32", "--device", "cpu", "--out", str(tmp_path / "f")]
+    assert main(base) == 1
+    _assert_one_line_error(capsys, "rows of 784 values", "--image-shape C,H,W")
+    assert main([*base, "--image-shape", "1,28,28"]) == 0
+    assert f"saved to {(tmp_path / 'f.npy').resolve()}" in capsys.readouterr().out
+    assert np.load(tmp_path / "f.npy").shape == (3, 512)
+    assert main([*base, "--image-shape", "28,28"]) == 2
+    _assert_one_line_error(capsys, "expected C,H,W")
+
+
+def test_error_does_not_print_on_the_progress_bar_line(capsys, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(folder / "0.png")
+    (folder / "1.png").write_bytes(b"not a png")  # fails in the second batch
+    argv = ["extract", str(folder), "--model", "resnet18", "--weights", "none", "--size", "32",
+            "--batch-size", "1", "--device", "cpu", "--out", str(tmp_path / "f.npy")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "features:" in err  # the bar was drawn
+    errors = [line for line in err.split("\n") if "skcce extract: error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("skcce extract: error:"), err
+
+
+def test_warning_does_not_print_on_the_progress_bar_line(capsys, monkeypatch):
+    import warnings
+
+    def noisy(args):
+        sys.stderr.write("\rprogress  50%|#####     |")
+        warnings.warn("something to know", UserWarning, stacklevel=2)
+        return 0
+
+    monkeypatch.setattr(cli, "_cmd_demo", noisy)  # the parser binds it when built
+    assert main(["demo"]) == 0
+    err = capsys.readouterr().err
+    assert "|\nskcce: UserWarning: something to know\n" in err
+
+
 def test_extract_missing_images(capsys, tmp_path):
     assert main(["extract", str(tmp_path / "nothing"), "--out", str(tmp_path / "f.npy")]) == 1
     _assert_one_line_error(capsys, "images not found")
 
 
-# ----------------------------------------------------------------- bench
-def test_bench_runs_script_main_with_arguments(tmp_path, monkeypatch, capsys):
-    (tmp_path / "_helper.py").write_text("VALUE = 'from-helper'\n")
-    (tmp_path / "bench_solvers.py").write_text(textwrap.dedent("""
-        import sys
-        from _helper import VALUE
-
-        def main(argv=None):
-            print("ran", VALUE, argv)
-            return 3 if argv == ["--fail"] else 0
-    """))
-    monkeypatch.setenv("SKCCE_BENCHMARKS_DIR", str(tmp_path))
-    assert main(["bench", "solvers", "--quick", "--seeds", "2"]) == 0
-    assert "ran from-helper ['--quick', '--seeds', '2']" in capsys.readouterr().out
-    assert main(["bench", "solvers", "--fail"]) == 3
-    assert str(tmp_path) not in sys.path
-
-
-def test_bench_without_benchmarks_folder(capsys, monkeypatch):
-    monkeypatch.setattr(cli, "find_benchmarks_dir", lambda: None)
-    assert main(["bench", "fixed"]) == 1
-    _assert_one_line_error(capsys, "benchmarks folder not found", "SKCCE_BENCHMARKS_DIR")
-
-
-def test_bench_fig1_quick(tmp_path, capsys):
-    if not (REPO / "benchmarks" / "fig1_collision_vs_shannon.py").is_file():
-        pytest.skip("no benchmarks/ folder (installed copy)")
-    assert main(["bench", "fig1", "--quick", "--out-dir", str(tmp_path)]) == 0
-    assert (tmp_path / "fig1_collision_vs_shannon.png").stat().st_size > 0
-    report = (tmp_path / "fig1.md").read_text()
-    assert "| (0.5, 0.5) |" in report and "date:" in report
-
-
-def test_bench_script_usage_error_passes_status(tmp_path, capsys):
-    if not (REPO / "benchmarks" / "fig1_collision_vs_shannon.py").is_file():
-        pytest.skip("no benchmarks/ folder (installed copy)")
-    assert main(["bench", "fig1", "--no-such-option"]) == 2
+# ----------------------------------------------------------------- bench (removed)
+def test_bench_is_not_a_command(capsys):
+    # the benchmark scripts ship with the repository, not the package: python benchmarks/...
+    assert main(["bench", "solvers", "--quick"]) == 2
+    _assert_one_line_error(capsys, "invalid choice: 'bench'")
+    main(["--help"])
+    assert "python benchmarks/" in capsys.readouterr().out
 
 
 def test_long_messages_are_cut_to_the_first_sentences():

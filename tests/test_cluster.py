@@ -16,9 +16,8 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-import skcce.cluster as cluster_module
-from skcce import CollisionClustering
-from skcce._training import Callback
+import skcce._base as base_module
+from skcce import Callback, CollisionClustering
 from skcce.metrics import clustering_accuracy, hungarian_accuracy_scorer
 
 
@@ -83,13 +82,13 @@ def test_predict_proba_transform_and_score(blobs):
 def test_float32_stays_float32_without_copy(blobs, monkeypatch):
     X = np.ascontiguousarray(blobs[0], dtype=np.float32)
     seen = []
-    original = cluster_module.ArraySource
+    original = base_module.ArraySource
 
     def spy(Xa, y=None):
         seen.append(Xa)
         return original(Xa, y)
 
-    monkeypatch.setattr(cluster_module, "ArraySource", spy)
+    monkeypatch.setattr(base_module, "ArraySource", spy)
     est = _est(max_epochs=2).fit(X)
     assert np.shares_memory(seen[0], X)
     assert est.predict_proba(X).dtype == np.float32
@@ -178,16 +177,17 @@ def test_y_without_unlabeled_marker_is_ignored(blobs):
     assert np.array_equal(a.labels_, b.labels_)
 
 
-def test_keyboard_interrupt_keeps_model(blobs, monkeypatch):
+def test_keyboard_interrupt_keeps_model(blobs):
     class Interrupt(Callback):
         def on_batch_end(self, trainer, batch, output):
             if len(trainer.history) == 2:
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(CollisionClustering, "_make_callbacks", lambda self: [Interrupt()])
     X, _ = blobs
-    with pytest.warns(UserWarning, match="interrupted"):
-        est = _est(max_epochs=50, n_init=3).fit(X)
+    est = _est(max_epochs=50, n_init=3, callbacks=[Interrupt()])
+    # the caller's loop must stop too: the interrupt is re-raised after the model is kept
+    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="interrupted"):
+        est.fit(X)
     assert est.n_iter_ == 2
     proba = est.predict_proba(X)
     assert np.all(np.isfinite(proba)) and est.labels_.shape == (240,)
@@ -215,7 +215,7 @@ def test_max_epochs_warning(blobs):
     (np.array([[0.0, np.inf], [1, 2], [3, 4], [5, 6]]), {}, "infinity"),
     (np.arange(8.0), {}, "2D array"),
     (np.zeros((4, 2, 2)), {}, "dim"),
-    (np.eye(4), {"n_clusters": 1}, "n_clusters must be >= 2"),
+    (np.eye(4), {"n_clusters": 0}, "n_clusters"),
     (np.eye(4), {"n_clusters": 5}, "n_clusters=5 must be <= n_samples=4"),
     (np.eye(4), {"n_clusters": 2, "prior": [0.5, 0.3]}, "sum to 1"),
     (np.eye(4), {"n_clusters": 2, "prior": [0.5, 0.25, 0.25]}, "shape"),

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from _helpers import SmallCNN, interrupt_after, tiny_images
 from sklearn.datasets import make_blobs
 from sklearn.exceptions import ConvergenceWarning
 
@@ -63,25 +64,6 @@ pytestmark = pytest.mark.filterwarnings(
     f"ignore::{ConvergenceWarning.__module__}.ConvergenceWarning")
 
 
-def _digits(n=24, seed=0):
-    """Tiny grey 28x28 images of two kinds: bright left half or bright right half."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    X = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-    X[y == 0, :, :14] += 150
-    X[y == 1, :, 14:] += 150
-    return X, y
-
-
-class SmallCNN(torch.nn.Sequential):
-    """The image path does not depend on the network; VGG-4 itself is tested once (it is slow).
-
-    Passed as a class, so the estimator builds it from its own seeded generator.
-    """
-
-    def __init__(self):
-        super().__init__(torch.nn.Conv2d(1, 4, 3, stride=2), torch.nn.BatchNorm2d(4),
-                         torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(676, 2))
 
 
 def _vgg(**kw):
@@ -91,14 +73,14 @@ def _vgg(**kw):
 
 
 def test_vgg4_model_fits_images():
-    X, _ = _digits(n=8)
+    X, _ = tiny_images(n=8)
     est = _vgg(model="vgg4", augment=None).fit(X)
     assert est.labels_.shape == (8,)
     assert sum(isinstance(m, torch.nn.Conv2d) for m in est.model_.modules()) == 4
 
 
 def test_vgg4_clustering_layouts_memmap_and_dataset(tmp_path):
-    X, _ = _digits()
+    X, _ = tiny_images()
     est = _vgg().fit(X)
     proba = est.predict_proba(X)
     assert proba.shape == (24, 2) and proba.dtype == np.float32
@@ -118,7 +100,7 @@ def test_vgg4_clustering_layouts_memmap_and_dataset(tmp_path):
 
 @pytest.mark.parametrize("loss", ["imsat", "iic", "shannon"])
 def test_baselines_run_through_the_same_loop(loss):
-    X, _ = _digits()
+    X, _ = tiny_images()
     est = _vgg(loss=loss, **({"solver": "sinkhorn"} if loss == "shannon" else {})).fit(X)
     assert np.isfinite(est.loss_curve_).all()
     assert est.predict(X).shape == (24,)
@@ -135,7 +117,7 @@ def test_default_augment_on_images_is_self_augmentation(monkeypatch):
         return original(self, x, generator)
 
     monkeypatch.setattr(augment.SelfAugment, "forward", counting)
-    X, _ = _digits(n=16)
+    X, _ = tiny_images(n=16)
     kw = {"model": SmallCNN, "batch_size": 8, "max_epochs": 1, "tol": None, "random_state": 0}
     est = CollisionClustering(2, **kw)  # augment left at its default
     assert est.augment == "cross_neighbors"
@@ -144,7 +126,7 @@ def test_default_augment_on_images_is_self_augmentation(monkeypatch):
 
 
 def test_custom_augment_callable_and_n_augment():
-    X, _ = _digits()
+    X, _ = tiny_images()
     shapes = []
 
     def flip(x):
@@ -156,7 +138,7 @@ def test_custom_augment_callable_and_n_augment():
 
 
 def test_weak_supervision_on_images():
-    X, y = _digits(n=16)
+    X, y = tiny_images(n=16)
     partial = y.copy()
     partial[::4] = -1  # a quarter unlabeled
     est = _vgg(max_epochs=6, augment=None, lr=1e-2).fit(X, partial)
@@ -176,17 +158,10 @@ def test_clustering_checkpoint_resume(tmp_path, monkeypatch):
     X, _ = make_blobs(n_samples=120, centers=3, random_state=0)
     kw = {"lr": 0.05, "max_epochs": 4, "tol": None, "random_state": 0, "batch_size": 32}
     full = CollisionClustering(3, **kw).fit(X)
-    original = Trainer.run_single_epoch
-
-    def crash_in_epoch_two(self, source, epoch):
-        if len(self.history) == 1:
-            raise KeyboardInterrupt
-        return original(self, source, epoch)
-
-    monkeypatch.setattr(Trainer, "run_single_epoch", crash_in_epoch_two)
-    with pytest.warns(UserWarning, match="interrupted"):
+    undo = interrupt_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="interrupted"):
         CollisionClustering(3, checkpoint_dir=tmp_path, **kw).fit(X)
-    monkeypatch.setattr(Trainer, "run_single_epoch", original)
+    undo()
     resumed = CollisionClustering(3, checkpoint_dir=tmp_path, **kw).fit(X)
     assert resumed.n_iter_ == 4
     np.testing.assert_allclose(resumed.loss_curve_, full.loss_curve_, rtol=1e-6)
@@ -194,7 +169,7 @@ def test_clustering_checkpoint_resume(tmp_path, monkeypatch):
 
 
 def test_autocast_path_runs_on_cpu():
-    X, _ = _digits(n=8)
+    X, _ = tiny_images(n=8)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 3))
     trainer = Trainer(model, None, batch_size=4)
     trainer.autocast_dtype = torch.bfloat16

@@ -1,26 +1,19 @@
-"""scikit-learn's estimator checks on CollisionClustering, with tiny epoch counts."""
+"""scikit-learn's estimator checks on both estimators, with tiny epoch counts and no exceptions."""
 
+import warnings
+
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skcce.cluster import CollisionClustering
-
-_N1 = "sets n_clusters=1, which is rejected: one cluster has no self-labeling problem"
-
-EXPECTED_FAILED_CHECKS = {
-    "check_dont_overwrite_parameters": _N1,
-    "check_fit2d_predict1d": _N1,
-    "check_methods_subset_invariance": _N1,
-    "check_fit2d_1feature": _N1,
-}
-
-
-def _expected_failed(estimator):
-    return EXPECTED_FAILED_CHECKS
+from skcce import CollisionClassifier, CollisionClustering
 
 
 @parametrize_with_checks(
-    [CollisionClustering(n_clusters=3, max_epochs=40, lr=0.05, batch_size=64, device="cpu")],
-    expected_failed_checks=_expected_failed,
+    [CollisionClustering(n_clusters=3, max_epochs=40, lr=0.05, batch_size=64, device="cpu"),
+     CollisionClassifier(max_epochs=20, batch_size=32, device="cpu", random_state=0)],
+    expected_failed_checks=lambda estimator: {},
 )
 def test_sklearn_compatible(estimator, check):
-    check(estimator)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)

@@ -117,3 +117,29 @@ def test_directory_without_images(tmp_path):
         extract_features(tmp_path, "resnet18", weights=None, progress=False)
     with pytest.raises(ValueError, match="not a directory"):
         extract_features(str(tmp_path / "missing"), "resnet18", weights=None, progress=False)
+
+
+def test_random_weights_warn_once_in_plain_words():
+    X = np.zeros((2, 32, 32), dtype=np.uint8)
+    with pytest.warns(UserWarning) as record:
+        extract_features(X, "resnet18", weights=None, size=32, batch_size=1, progress=False)
+    assert len(record) == 1  # once per call, not once per batch
+    message = str(record[0].message)
+    assert "random weights" in message and "not of a pretrained network" in message
+    assert record[0].filename == __file__  # points at the caller's line
+
+
+def test_pretrained_or_file_weights_do_not_warn(resnet18_file, recwarn):
+    _extract(np.zeros((1, 32, 32), dtype=np.uint8), resnet18_file)
+    assert not [w for w in recwarn if "random weights" in str(w.message)]
+
+
+def test_progress_bar_line_is_ended_when_a_batch_fails(tmp_path, capsys):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "0.png")
+    (tmp_path / "1.png").write_bytes(b"not a png")
+    with pytest.raises(OSError), pytest.warns(UserWarning, match="random weights"):
+        extract_features(tmp_path, "resnet18", weights=None, size=32, batch_size=1)
+    err = capsys.readouterr().err
+    assert "resnet18 features" in err and err.endswith("\n")  # the bar was closed

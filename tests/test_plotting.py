@@ -81,24 +81,28 @@ def test_plot_training_from_fitted_estimator():
     assert np.allclose(loss_ax.lines[0].get_ydata(), est.loss_curve_)
     assert loss_ax.get_title() == "training loss"
     assert sizes_ax.get_title() == "cluster sizes"
-    drawn = sum(p.get_height() for p in sizes_ax.patches) if sizes_ax.patches else 120
-    assert drawn == pytest.approx(120)
+    # the estimator keeps per-epoch sizes: one stacked area per cluster, whose top edge is
+    # the number of points (120) at every epoch
+    history = est.cluster_sizes_history_
+    assert history.shape == (len(est.loss_curve_), 3)
+    assert not sizes_ax.patches and len(sizes_ax.collections) == 3
+    assert sizes_ax.get_xlabel() == "epoch"
+    for k, area in enumerate(sizes_ax.collections):
+        top = area.get_paths()[0].vertices[:, 1].max()
+        assert top == pytest.approx(history[:, : k + 1].sum(axis=1).max())
+    top = sizes_ax.collections[-1].get_paths()[0].vertices[:, 1]
+    assert np.allclose(top.max(), 120) and np.allclose(history.sum(axis=1), 120)
 
 
-def test_plot_training_size_history_is_stacked():
-    class Record:
-        def __init__(self, sizes):
-            self.cluster_sizes = np.asarray(sizes)
-
+def test_plot_training_bars_without_a_size_history():
     class Fitted:
         loss_curve_ = [1.0, 0.5]
         cluster_sizes_ = np.array([6, 4])
-        history_ = [Record([9, 1]), Record([6, 4])]
 
     fig = plot_training(Fitted())
     sizes_ax = fig.axes[1]
-    assert len(sizes_ax.collections) == 2  # one stacked area per cluster
-    assert sizes_ax.get_xlabel() == "epoch"
+    assert [p.get_height() for p in sizes_ax.patches] == [6, 4]
+    assert not sizes_ax.collections and sizes_ax.get_xlabel() == "cluster"
 
 
 def test_plot_training_unfitted_raises():

@@ -8,7 +8,9 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from skcce import _objectives as obj
-from skcce._training import ArraySource, Batch, Callback, Trainer, TransformViews
+from skcce._callbacks import CollapseWarning
+from skcce._sources import ArraySource
+from skcce._training import Batch, Callback, ModelStep, Trainer
 from skcce.losses import collision_cross_entropy, mutual_information_loss
 from skcce.networks import LinearClassifier, build_model, seeded_global_rng
 
@@ -39,9 +41,9 @@ def test_batch_indices_cover_rows_once_and_merge_single_row_tail():
 def test_fit_records_history_and_losses_finite():
     trainer = _trainer(epochs=4)
     result = trainer.fit(ArraySource(_data()))
-    assert result.n_epochs == 4 and len(result.loss_curve) == 4
-    assert np.all(np.isfinite(result.loss_curve))
-    assert result.history[-1].cluster_sizes.sum() == 60
+    assert result.n_epochs == 4 and len(trainer.history) == 4
+    assert np.all(np.isfinite([r.loss for r in trainer.history]))
+    assert trainer.history[-1].cluster_sizes.sum() == 60
     assert not result.interrupted and not result.diverged
 
 
@@ -76,7 +78,7 @@ def test_keyboard_interrupt_returns_with_usable_model():
     with pytest.warns(UserWarning, match="interrupted"):
         result = trainer.fit(ArraySource(_data()))
     assert result.interrupted and result.n_epochs == 1
-    proba = trainer.predict_proba(ArraySource(_data()))
+    proba = trainer.predict_log_proba(ArraySource(_data())).exp().numpy()
     assert np.all(np.isfinite(proba)) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
 
 
@@ -107,18 +109,17 @@ def test_nan_loss_restores_last_good_state_and_warns():
 
 
 def test_views_average_in_probability_space():
-    trainer = _trainer()
+    model = torch.nn.Linear(4, 3)
     x = torch.from_numpy(_data(8))
     x2 = x + 1.0
-    trainer.views = lambda batch, tr, gen: [batch.x, x2]
-    lp = trainer.log_proba(Batch(indices=np.arange(8), x=x))
+    step = ModelStep(model, rows=None, views=lambda batch, rows, gen: [batch.x, x2])
+    lp = step.log_proba(Batch(indices=np.arange(8), x=x))
     with torch.no_grad():
-        expected = (torch.softmax(trainer.model(x), 1) + torch.softmax(trainer.model(x2), 1)) / 2
+        expected = (torch.softmax(model(x), 1) + torch.softmax(model(x2), 1)) / 2
     assert torch.allclose(lp.exp(), expected, atol=1e-6)
-    views = TransformViews(lambda t, g: t, n_views=3)
-    trainer.views = views
-    lp_same = trainer.log_proba(Batch(indices=np.arange(8), x=x))
-    assert torch.allclose(lp_same, trainer.log_proba(Batch(np.arange(8), x), views=False),
+    same = ModelStep(model, rows=None, views=lambda batch, rows, gen: [batch.x] * 3)
+    lp_same = same.log_proba(Batch(indices=np.arange(8), x=x))
+    assert torch.allclose(lp_same, same.log_proba(Batch(np.arange(8), x), views=False),
                           atol=1e-6)
 
 
@@ -163,8 +164,9 @@ def test_partial_labels_objective_adds_supervised_term():
     unl = Batch(np.arange(8), x, torch.full((8,), -1))
     lab = Batch(np.arange(8), x, torch.tensor([0, 1, -1, -1, -1, -1, -1, -1]))
     wrapped = obj.PartialLabelsObjective(inner)
-    base = wrapped(trainer, unl)
-    sup = wrapped(trainer, lab)
+    step = trainer.model_step(ArraySource(_data(8)))
+    base = wrapped(step, unl)
+    sup = wrapped(step, lab)
     lp = base.log_proba.detach()
     extra = -(lp[0, 0] + lp[1, 1]) / 2  # mean over the two labeled rows
     assert torch.isclose(sup.loss - base.loss, extra, atol=1e-6)
@@ -174,9 +176,9 @@ def test_cross_neighbor_objective_is_symmetric_in_the_pair():
     X = _data(30)
     neighbors = np.array([[(i + 1) % 30] for i in range(30)])
     trainer = _trainer()
-    trainer.source = ArraySource(X)
+    source = ArraySource(X)
     o = obj.CrossNeighborObjective(obj.SelfLabelingObjective(lam=0.5), neighbors)
-    out = o(trainer, trainer.load_batch(trainer.source, np.arange(30)))
+    out = o(trainer.model_step(source), trainer.load_batch(source, np.arange(30)))
     assert out.log_proba.shape == (30, 3) and torch.isfinite(out.loss)
     out.loss.backward()
     assert all(p.grad is not None for p in trainer.model.parameters())
@@ -222,10 +224,33 @@ def test_build_model_bad_spec(spec, params):
 
 
 def test_collapse_warning_on_empty_clusters():
-    trainer = _trainer(epochs=2)
+    trainer = _trainer(epochs=2, callbacks=[CollapseWarning()])
     X = np.zeros((40, 4), dtype=np.float32)  # every point gets the same prediction
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         trainer.fit(ArraySource(X))
     assert any(issubclass(w.category, ConvergenceWarning) and "collapse" in str(w.message)
                for w in rec)
+
+
+def test_tail_below_min_batch_size_joins_the_previous_batch():
+    trainer = _trainer()  # batch_size 16
+    trainer.min_batch_size = 8
+    sizes = [len(b) for b in trainer.batch_indices_from(np.arange(16 * 3 + 7))]
+    assert sizes == [16, 16, 23]
+    sizes = [len(b) for b in trainer.batch_indices_from(np.arange(16 * 3 + 8))]
+    assert sizes == [16, 16, 16, 8]
+
+
+def test_infinite_reported_value_with_finite_loss_is_not_divergence():
+    class InfiniteFairness(obj.MutualInformationObjective):
+        def batch_loss(self, log_proba):
+            loss, _, y = super().batch_loss(log_proba)
+            return loss, float("inf"), y  # e.g. KL(u || ybar) of a batch with an empty cluster
+
+    trainer = _trainer(InfiniteFairness(lam=1.0), epochs=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        result = trainer.fit(ArraySource(_data()))
+    assert result.n_epochs == 3 and not result.diverged
+    assert all(r.loss == float("inf") for r in trainer.history)

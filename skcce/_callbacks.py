@@ -1,0 +1,201 @@
+"""Callbacks of the training loop: hooks the :class:`~skcce._training.Trainer` calls.
+
+A callback subclasses :class:`Callback` and overrides the hooks it needs.
+Users pass them through the estimators' ``callbacks`` parameter to log,
+stop early (``trainer.stop_training = True``; never by raising) or save
+their own checkpoints.  The side jobs of the loop are callbacks too:
+
+=========================  ===================================================
+callback                   job
+=========================  ===================================================
+:class:`ProgressBar`       tqdm bar over epochs with the loss and cluster sizes
+:class:`BatchNormRecalibration`  recompute BatchNorm statistics after training
+:class:`CollapseWarning`   warn when clusters are empty at the end (clustering)
+=========================  ===================================================
+
+A callback sees the trainer's ``model``, ``optimizer``, ``generator``,
+``history`` (a list of :class:`~skcce._training.EpochRecord`) and
+``stop_training``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from skcce._validation import warn
+
+__all__ = ["Callback", "ProgressBar", "BatchNormRecalibration", "CollapseWarning",
+           "fixed_order"]
+
+
+class Callback:
+    """Base class with no-op hooks; subclass it and override what you need.
+
+    A hook may set ``trainer.stop_training = True`` to end the loop after the
+    current batch (the epoch's record is still kept).  The hooks, all no-ops
+    here, are called with the :class:`Trainer` first:
+
+    ===============================================  ================================
+    hook                                             called
+    ===============================================  ================================
+    ``on_train_begin(trainer)``                      once, before the first epoch
+    ``on_epoch_begin(trainer, epoch)``               before each epoch (from 0)
+    ``on_batch_end(trainer, batch, output)``         after each gradient step, with
+                                                     the ``Batch`` and ``StepOutput``
+    ``on_epoch_end(trainer, record)``                after each finished epoch, with
+                                                     its ``EpochRecord``
+    ``on_train_end(trainer, result)``                once, with the ``TrainResult``
+    ===============================================  ================================
+
+    Examples
+    --------
+    >>> from skcce._callbacks import Callback
+    >>> class StopAtLoss(Callback):
+    ...     def on_epoch_end(self, trainer, record):
+    ...         if record.loss < 0.5:
+    ...             trainer.stop_training = True
+    """
+
+    def on_train_begin(self, trainer):
+        """Called once before the first epoch."""
+
+    def on_epoch_begin(self, trainer, epoch):
+        """Called before each epoch (``epoch`` counts from 0)."""
+
+    def on_batch_end(self, trainer, batch, output):
+        """Called after each gradient step with the batch and its ``StepOutput``."""
+
+    def on_epoch_end(self, trainer, record):
+        """Called after each finished epoch with its ``EpochRecord``."""
+
+    def on_train_end(self, trainer, result):
+        """Called once after training with the ``TrainResult``."""
+
+
+def fixed_order(n):
+    """A fixed shuffle of ``range(n)`` for passes that do not train.
+
+    Sorted data must not give single-class batches when evaluating the
+    batch-level loss or recomputing BatchNorm statistics; the same order
+    every time keeps those passes reproducible.
+
+    Examples
+    --------
+    >>> from skcce._callbacks import fixed_order
+    >>> sorted(fixed_order(4).tolist())
+    [0, 1, 2, 3]
+    """
+    return np.random.default_rng(0).permutation(n)
+
+
+def _sizes_str(sizes):
+    if len(sizes) <= 12:
+        return ",".join(str(int(s)) for s in sizes)
+    return f"min {int(sizes.min())} max {int(sizes.max())}"
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over the epochs, with the epoch loss and the cluster sizes.
+
+    The estimators add it when ``verbose > 0``.
+
+    Parameters
+    ----------
+    total : int
+        Number of epochs.
+    desc : str, default='epochs'
+        Label of the bar.
+    """
+
+    def __init__(self, total, desc="epochs"):
+        self.total = total
+        self.desc = desc
+        self.bar = None
+
+    def on_train_begin(self, trainer):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, desc=self.desc, leave=False)
+
+    def on_epoch_end(self, trainer, record):
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{record.loss:.4f}", sizes=_sizes_str(record.cluster_sizes))
+
+    def on_train_end(self, trainer, result):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class BatchNormRecalibration(Callback):
+    """Recompute the BatchNorm running statistics of the final model over the training data.
+
+    Running averages with momentum lag behind the weights, and after a few
+    epochs (or a few hundred batches) eval-mode predictions drift from the
+    train-mode ones the loss saw: measured on 600 MNIST images with VGG-4,
+    2 epochs, predictions went from 2 used clusters to 10 and accuracy
+    from 0.25 to 0.47 once the statistics were recomputed.  One pass
+    without views, in a fixed shuffled order (sorted data would give
+    single-class batches), with cumulative averaging (``momentum=None``).
+
+    Parameters
+    ----------
+    source : data source
+        The training data (:mod:`skcce._sources`).
+    """
+
+    def __init__(self, source):
+        self.source = source
+
+    def on_train_end(self, trainer, result):
+        recalibrate_batch_norm(trainer, self.source)
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(trainer, source):
+    """Recompute the running statistics of ``trainer.model``'s BatchNorm layers over ``source``.
+
+    See :class:`BatchNormRecalibration`.  The model is left in eval mode.
+    """
+    norms = [m for m in trainer.model.modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or len(source) < 2:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    trainer.model.train()
+    try:
+        for idx in trainer.batch_indices_from(fixed_order(len(source))):
+            trainer.forward(trainer.to_device(source.rows(idx)))
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        trainer.model.eval()
+
+
+class CollapseWarning(Callback):
+    """Warn when clusters that the prior wants received no point in the last epoch.
+
+    Parameters
+    ----------
+    prior : ndarray of shape (n_clusters,) or None
+        Clusters with a zero prior may stay empty; None is uniform.
+    """
+
+    def __init__(self, prior=None):
+        self.prior = prior
+
+    def on_train_end(self, trainer, result):
+        if not result.n_epochs:  # nothing trained in this run (e.g. resumed at its end)
+            return
+        sizes = trainer.history[-1].cluster_sizes
+        wanted = np.ones(len(sizes), bool) if self.prior is None else np.asarray(self.prior) > 0
+        empty = np.flatnonzero((sizes == 0) & wanted)
+        if empty.size:
+            warn(f"{empty.size} of {len(sizes)} clusters received no points in the last epoch "
+                 "(pseudo-label collapse). Raise lam (the fairness weight), lower lr, or lower "
+                 "n_clusters.", ConvergenceWarning)
