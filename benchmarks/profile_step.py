@@ -55,17 +55,22 @@ from _common import machine_description, write_markdown  # noqa: E402
 DEFAULT_OUTPUT = os.path.join(ROOT, "docs", "benchmarks", "profile_step.md")
 
 # (module, attribute path, label) of the step's components; times are exclusive.
+# A label may have several homes (the layouts of different versions).
 STEP_PARTS = (
     ("skcce._training", "Trainer.run_single_epoch", "glue: epoch loop (bincount, bookkeeping)"),
     ("skcce._training", "Trainer.train_step", "glue: train step (train(), isfinite)"),
     ("skcce._objectives", "CrossNeighborObjective.__call__", "glue: objective (cat, split)"),
     ("skcce._training", "Trainer.load_batch", "gather: batch rows"),
     ("skcce._objectives", "_random_neighbors", "gather: neighbour draw"),
+    ("skcce._objectives", "random_neighbors", "gather: neighbour draw"),
     ("skcce._training", "Trainer.load_rows", "gather: neighbour rows"),
+    ("skcce._sources", "ArraySource.rows", "gather: rows of X (batch and neighbours)"),
     ("skcce._training", "Trainer.log_proba", "forward: log_softmax"),
+    ("skcce._training", "ModelStep.log_proba", "forward: log_softmax"),
     ("skcce._training", "Trainer.forward", "forward: model"),
     ("skcce._objectives", "SelfLabelingObjective.pseudo_labels",
      "EM: tensor -> float64 numpy -> tensor"),
+    ("skcce._objectives", "SelfLabelingObjective.solve", "EM: renormalise, pick the solver"),
     ("skcce.solvers", "solve_pseudo_labels", "EM: front validation"),
     ("skcce.solvers", "_solve_batch", "EM: per-batch core (no validation)"),
     ("skcce.solvers", "_solve_em", "EM: driver (start point, objective)"),
@@ -80,12 +85,15 @@ STEP_PARTS = (
 CLOCKS = {"cpu": time.thread_time, "wall": time.perf_counter}
 STEP_COUNTER = ("skcce._training", "Trainer.train_step")
 TRAINING = ("skcce._training", "Trainer.fit_loop")
-# (module, attribute path, label) of the fit's phases; times are inclusive.
+# (module, attribute path, label) of the fit's phases; times are inclusive.  A label may
+# have several homes (the layouts of different versions); the one that exists is timed.
 FIT_PHASES = (
     ("skcce.neighbors", "augmentation_neighbors", "neighbour graph"),
     ("skcce._training", "Trainer.fit_loop", "training epochs"),
     ("skcce._training", "Trainer.recalibrate_batch_norm", "BatchNorm recalibration"),
+    ("skcce._callbacks", "BatchNormRecalibration.on_train_end", "BatchNorm recalibration"),
     ("skcce._training", "Trainer.evaluate", "final evaluation"),
+    ("skcce.cluster", "CollisionClustering._evaluate", "final evaluation"),
 )
 
 
@@ -165,11 +173,13 @@ def instrumented(timers, step_parts=True):
         parts += [(m, p, lab, "step") for m, p, lab in STEP_PARTS]
     else:  # still count the steps
         parts.append((*STEP_COUNTER, "steps", "count"))
+    present = set()
     for module_name, path, label, kind in parts:
         found = _resolve(module_name, path)
         if found is None:
             missing.append(label)
             continue
+        present.add(label)
         owner, name, value = found
         fn = value.__func__ if isinstance(value, staticmethod) else value
         if kind == "phase":
@@ -183,7 +193,7 @@ def instrumented(timers, step_parts=True):
         setattr(owner, name, wrapped)
         patches.append((owner, name, value))
     try:
-        yield missing
+        yield sorted(set(missing) - present)
     finally:
         for owner, name, value in reversed(patches):
             setattr(owner, name, value)
@@ -323,7 +333,7 @@ def run(datasets, models, epochs, clock):
                       f"{row['ms per step']:8.3f} ms")
             fit_row = {"data": name, "model": model, "epochs": epochs, "steps": steps_plain,
                        "fit (s)": total_plain}
-            for _, _, label in FIT_PHASES:
+            for label in dict.fromkeys(label for _, _, label in FIT_PHASES):
                 fit_row[f"{label} (s)"] = plain.inclusive.get(label, 0.0)
             if i > 0:  # cached_neighbors: computed by the first fit on this data only
                 fit_row["neighbour graph (s)"] = "reused"
