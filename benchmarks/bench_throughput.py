@@ -51,7 +51,7 @@ from profile_step import one_thread  # noqa: E402
 
 DEFAULT_OUTPUT = os.path.join(ROOT, "docs", "benchmarks", "throughput.md")
 DEFAULT_BASELINE = "8429dc0"
-PARTS = ("epoch", "bare", "fit", "demo", "collapse")
+PARTS = ("epoch", "bare", "fit", "demo", "collapse", "causes")
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
               "OPENBLAS_NUM_THREADS": "1"}
 BATCH_SIZE = 256  # the estimator's default, used by the bare loop too
@@ -239,6 +239,45 @@ def collapse(n_samples, params):
     return rows
 
 
+class _LogitNormLinear:
+    """Factory of a linear head with batch-normalized logits (``model=`` of the causes part)."""
+
+    def __init__(self, n_features, n_clusters):
+        self.n_features, self.n_clusters = n_features, n_clusters
+
+    def __call__(self):
+        import torch
+
+        return torch.nn.Sequential(torch.nn.Linear(self.n_features, self.n_clusters),
+                                   torch.nn.BatchNorm1d(self.n_clusters))
+
+
+def collapse_causes(n_samples, epochs):
+    """Clusters found on the first rows of the big blobs when one setting changes."""
+    from skcce import CollisionClustering
+    from skcce.metrics import clustering_accuracy
+
+    raw, y = blobs(200_000, standardize=False)
+    raw, y = raw[:n_samples], y[:n_samples]
+    std = blobs(200_000)[0][:n_samples]
+    settings = [("defaults", {}), ("lr=1e-3", {"lr": 1e-3}), ("lam=4", {"lam": 4.0}),
+                ("batch_size=1024", {"batch_size": 1024}), ("augment=None", {"augment": None}),
+                ("random_state=1", {"random_state": 1}), ("n_init=3", {"n_init": 3}),
+                ("batch-normalized logits", {"model": _LogitNormLinear(64, 10)})]
+    rows = []
+    for data, X in (("raw", raw), ("standardized", std)):
+        for name, params in settings:
+            est = CollisionClustering(10, device="cpu", **{"random_state": 0,
+                                                           "max_epochs": epochs, **params})
+            _fit_seconds(est, X)
+            per_epoch = (est.cluster_sizes_history_ > 0).sum(axis=1)
+            rows.append({"data": data, "setting": name,
+                         "clusters used per epoch": " ".join(map(str, per_epoch)),
+                         "clusters found": int(np.unique(est.labels_).size),
+                         "accuracy": float(clustering_accuracy(y, est.labels_))})
+    return rows
+
+
 # --------------------------------------------------------------------------- report
 def _row(measure, baseline, current, ratio, target, met):
     """A table row; ``baseline`` and ``current`` are ``(wall, cpu)`` pairs, None or text."""
@@ -312,6 +351,13 @@ def measure(args, tmp, notes):
                          None, seconds, "", "< 15 s", seconds[1] < 15))
     if "collapse" in args.parts:
         collapse_rows = collapse(2000 if args.quick else 200_000, params)
+    if "causes" in args.parts:
+        n, epochs = (1000, 1) if args.quick else (20_000, 4)
+        collapse_rows = collapse_rows + [
+            {"method": f"{r['data']}, {r['setting']} (first {n} rows, {epochs} epochs)",
+             "clusters found": r["clusters found"], "accuracy": r["accuracy"],
+             "clusters used per epoch": r["clusters used per epoch"]}
+            for r in collapse_causes(n, epochs)]
     for row in rows:
         print(row, flush=True)
     return rows, collapse_rows

@@ -306,13 +306,14 @@ def step_rows(name, model, timers, steps, plain):
 
 
 def markdown_table(rows):
-    """Markdown lines of a table whose columns are the keys of the first row."""
+    """Markdown lines of a table whose columns are the rows' keys, in order of appearance."""
     if not rows:
         return []
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = (f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values())
+        cells = (f"{v:.4g}" if isinstance(v, float) else str(v)
+                 for v in (row.get(c, "") for c in columns))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
