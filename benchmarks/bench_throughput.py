@@ -422,8 +422,7 @@ def main(argv=None):
         "",
         *(f"Note: {n}" for n in notes),
         *collapse_text,
-        "",
-        "## Targets",
+        *(["", "## Targets"] if rows else []),
     ])
     write_markdown(output, "Training throughput", header, rows)
     print(f"report written to {output}")
