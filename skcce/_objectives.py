@@ -112,26 +112,60 @@ class SelfLabelingObjective(Objective):
         self.solver_tol = solver_tol
         self.n_solves = 0
         self.n_unconverged = 0
+        self._solver_prior = None
+
+    @staticmethod
+    def solver_input(proba):
+        """Detached predictions ``proba`` (n, K) as a float64 ndarray for :meth:`solve`."""
+        return proba.detach().to("cpu", torch.float64).numpy()
+
+    def solve(self, p):
+        """Pseudo-labels (float64 ndarray) of predictions ``p`` from :meth:`solver_input`.
+
+        Rows are renormalised to the simplex.  The EM of eq. 11 is called
+        through the solver's unvalidated per-batch core: the estimator
+        validated ``lam`` and the prior once.  The other solvers go through
+        :func:`skcce.solvers.solve_pseudo_labels`, which checks its input.
+        Non-finite predictions (overflowing logits: a diverged step, not a
+        solver error) give NaN pseudo-labels.
+        """
+        from skcce import solvers
+
+        if not np.isfinite(p).all():
+            return np.full(p.shape, np.nan)
+        p = p / p.sum(axis=1, keepdims=True)
+        k = p.shape[1]
+        if self.solver == "em" and self.loss == "collision" and self.fairness == "reverse":
+            if self._solver_prior is None or len(self._solver_prior) != k:
+                u = np.full(k, 1.0 / k) if self.prior is None else self.prior
+                self._solver_prior = np.ascontiguousarray(u / u.sum(), dtype=np.float64)
+            args = (p, self.lam, self._solver_prior)
+            max_iter, tol = int(self.solver_max_iter), float(self.solver_tol)
+            if hasattr(solvers, "_solve_batch"):  # the solver's per-batch core
+                y, converged, _ = solvers._solve_batch(*args, max_iter=max_iter, tol=tol)
+            else:
+                res = solvers._solve_em(*args, max_iter, tol)
+                y, converged = res.y, res.converged
+        else:
+            res = solvers.solve_pseudo_labels(
+                p, self.lam, self.prior, self.fairness, self.solver, self.loss,
+                max_iter=self.solver_max_iter, tol=self.solver_tol, warn=False)
+            y, converged = res.y, res.converged
+        self.n_solves += 1
+        self.n_unconverged += not converged
+        return np.asarray(y)
 
     def pseudo_labels(self, proba):
         """Solve :math:`y` for detached predictions ``proba`` (n, K); same device, float32."""
-        from skcce.solvers import solve_pseudo_labels
+        y = self.solve(self.solver_input(proba))
+        return torch.as_tensor(y, dtype=torch.float32, device=proba.device)
 
-        p = proba.detach().to("cpu", torch.float64).numpy()
-        if not np.isfinite(p).all():  # overflowing logits: a diverged step, not a solver error
-            return torch.full_like(proba, float("nan"), dtype=torch.float32)
-        p = p / p.sum(axis=1, keepdims=True)
-        res = solve_pseudo_labels(p, self.lam, self.prior, self.fairness, self.solver, self.loss,
-                                  max_iter=self.solver_max_iter, tol=self.solver_tol, warn=False)
-        self.n_solves += 1
-        self.n_unconverged += not res.converged
-        return torch.as_tensor(np.asarray(res.y), dtype=torch.float32, device=proba.device)
-
-    def cross_entropy(self, log_proba, y):
-        """Mean :math:`H_2(y, \\sigma)` or :math:`H(y, \\sigma)`; ``log_proba`` acts as logits."""
+    def cross_entropy(self, log_proba, y, reduction="mean"):
+        """:math:`H_2(y, \\sigma)` or :math:`H(y, \\sigma)` (mean, or per row with
+        ``reduction='none'``); ``log_proba`` acts as logits."""
         if self.loss == "collision":
-            return collision_cross_entropy(log_proba, y)
-        return shannon_cross_entropy(log_proba, y)
+            return collision_cross_entropy(log_proba, y, reduction)
+        return shannon_cross_entropy(log_proba, y, reduction)
 
     def solver_stats(self):
         return self.n_solves, self.n_unconverged
@@ -199,16 +233,20 @@ class CrossNeighborObjective(Objective):
         self.prior = base.prior
 
     def __call__(self, step, batch) -> StepOutput:
+        n = len(batch.x)
         j = random_neighbors(self.neighbors, batch.indices, step.generator)
         pair = Batch(indices=batch.indices, x=torch.cat([batch.x, step.rows(j)]))
         log_proba = step.log_proba(pair, views=False)
-        lp_i, lp_j = log_proba[: len(batch.x)], log_proba[len(batch.x):]
-        y_i = self.base.pseudo_labels(lp_j.detach().exp())
-        y_j = self.base.pseudo_labels(lp_i.detach().exp())
-        loss = 0.5 * (self.base.cross_entropy(lp_i, y_i) + self.base.cross_entropy(lp_j, y_j))
-        fair = 0.5 * (self.base.fairness_value(y_i) + self.base.fairness_value(y_j))
+        # One conversion and one cross-entropy call for the pair; y_i is solved from the
+        # neighbours' sigma (rows n:) and y_j from the batch's (rows :n).
+        p = self.base.solver_input(log_proba.detach().exp())
+        y = torch.as_tensor(np.concatenate([self.base.solve(p[n:]), self.base.solve(p[:n])]),
+                            dtype=torch.float32, device=log_proba.device)
+        per_row = self.base.cross_entropy(log_proba, y, reduction="none")
+        loss = 0.5 * (per_row[:n].mean() + per_row[n:].mean())
+        fair = 0.5 * (self.base.fairness_value(y[:n]) + self.base.fairness_value(y[n:]))
         value = float(loss.detach()) + fair
-        return StepOutput(loss=loss, value=value, log_proba=lp_i, y=y_i)
+        return StepOutput(loss=loss, value=value, log_proba=log_proba[:n], y=y[:n])
 
     def evaluate(self, log_proba):
         return self.base.evaluate(log_proba)

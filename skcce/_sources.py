@@ -61,6 +61,13 @@ class ArraySource:
         self.y = None if y is None else np.asarray(y, dtype=np.int64)
         self.dtype = dtype
         self._np_dtype = torch.empty((), dtype=dtype).numpy().dtype
+        # An in-memory array already in the batch dtype is viewed as a tensor once (no
+        # copy), and a batch is then one index_select; a memmap or another dtype is
+        # read and converted one batch at a time.
+        self._tensor = None
+        if (type(X) is np.ndarray and X.dtype == self._np_dtype and X.ndim >= 1
+                and X.flags.c_contiguous and X.flags.writeable):
+            self._tensor = torch.from_numpy(X)
 
     def __len__(self):
         return len(self.X)
@@ -70,6 +77,9 @@ class ArraySource:
         return tuple(self.X.shape[1:])
 
     def rows(self, indices) -> torch.Tensor:
+        if self._tensor is not None:  # a new tensor: writable, not a view of X
+            index = torch.from_numpy(np.asarray(indices, dtype=np.int64).reshape(-1))
+            return self._tensor.index_select(0, index)
         # Integer-array indexing copies just these rows; the copy is writable.
         chunk = np.asarray(self.X[np.asarray(indices)])
         return torch.from_numpy(np.array(chunk, dtype=self._np_dtype, copy=None, order="C"))

@@ -30,6 +30,7 @@ a :class:`~sklearn.exceptions.ConvergenceWarning`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -58,6 +59,54 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _DEVICE_TYPES = ("cpu", "cuda", "mps")
+# Rows of feature vectors per forward pass when predicting: about 4M input values,
+# at most 16384 rows (the hidden layer of an MLP head stays a few tens of MB).
+_PREDICT_VALUES = 2**22
+_PREDICT_MAX_ROWS = 16384
+
+
+@contextlib.contextmanager
+def intra_op_threads(n_threads):
+    """Run a block with ``n_threads`` torch (and Numba) threads; the caller's counts are restored.
+
+    The matrices of one mini-batch of feature vectors are small, so several
+    threads mostly wait for each other (and on a busy machine for a core);
+    a fixed count also makes the floating-point reductions, and so a seeded
+    fit, independent of the caller's thread settings.  ``None`` leaves the
+    caller's settings as they are.
+
+    Parameters
+    ----------
+    n_threads : int or None
+        Threads for the block; ``None`` changes nothing.
+
+    Yields
+    ------
+    None
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcce._training import intra_op_threads
+    >>> before = torch.get_num_threads()
+    >>> with intra_op_threads(1):
+    ...     inside = torch.get_num_threads()
+    >>> inside, torch.get_num_threads() == before
+    (1, True)
+    """
+    if n_threads is None:
+        yield
+        return
+    import numba
+
+    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(int(n_threads))
+    numba.set_num_threads(max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        numba.set_num_threads(numba_threads)
 
 
 def resolve_device(device) -> torch.device:
@@ -229,6 +278,10 @@ class Trainer:
         A trailing batch smaller than this joins the previous one (a batch
         of one row breaks BatchNorm; one with fewer rows than clusters
         cannot fill them all, and its fairness term is then infinite).
+    n_threads : int or None, default=1
+        Intra-op threads of torch (and Numba) during :meth:`fit` and
+        :meth:`predict_log_proba`, set by :func:`intra_op_threads` and
+        restored afterwards; None keeps the caller's settings.
 
     Attributes
     ----------
@@ -255,7 +308,8 @@ class Trainer:
 
     def __init__(self, model, objective, *, optimizer=None, batch_size=256, max_epochs=1,
                  device="cpu", generator=None, views=None, tol=1e-4, n_iter_no_change=10,
-                 callbacks=(), optimizer_state=None, autocast_dtype=None, min_batch_size=2):
+                 callbacks=(), optimizer_state=None, autocast_dtype=None, min_batch_size=2,
+                 n_threads=1):
         self.model = model
         self.objective = objective
         self.optimizer = optimizer
@@ -270,6 +324,7 @@ class Trainer:
         self.optimizer_state = optimizer_state
         self.autocast_dtype = autocast_dtype
         self.min_batch_size = int(min_batch_size)
+        self.n_threads = n_threads
         self.stop_training = False
         self.history = []
         self._good_state = None
@@ -365,7 +420,14 @@ class Trainer:
                            n_batches=n_batches, duration=time.perf_counter() - start)
 
     def fit(self, source, epochs=None) -> TrainResult:
-        """Train for ``epochs`` (default ``max_epochs``) epochs over ``source``."""
+        """Train for ``epochs`` (default ``max_epochs``) epochs over ``source``.
+
+        Runs with ``n_threads`` intra-op threads (callbacks included).
+        """
+        with intra_op_threads(self.n_threads):
+            return self._fit(source, epochs)
+
+    def _fit(self, source, epochs):
         self.initialize()
         self._step = self.model_step(source)
         self.stop_training = False
@@ -437,15 +499,36 @@ class Trainer:
         return copy.deepcopy(self.model).to("cpu")
 
     # ------------------------------------------------------------------ inference
+    def predict_chunk_size(self, source):
+        """Rows per forward pass when predicting: large chunks for feature vectors.
+
+        A model in eval mode maps each row on its own, so the chunk size only
+        sets the per-call overhead; images keep ``batch_size`` (activations).
+        """
+        shape = tuple(source.input_shape)
+        if len(shape) != 1:
+            return self.batch_size
+        rows = min(_PREDICT_VALUES // max(shape[0], 1), _PREDICT_MAX_ROWS)
+        return max(self.batch_size, rows)
+
     @torch.no_grad()
     def predict_log_proba(self, source, order=None):
-        """:math:`\\ln \\sigma` for every row of ``source``, as a float32 CPU tensor (eval mode)."""
+        """:math:`\\ln \\sigma` for every row of ``source``, as a float32 CPU tensor (eval mode).
+
+        Runs with ``n_threads`` intra-op threads, in chunks of
+        :meth:`predict_chunk_size` rows.
+        """
+        with intra_op_threads(self.n_threads):
+            return self._predict_log_proba(source, order)
+
+    def _predict_log_proba(self, source, order):
         self.model.to(self.device).eval()
         n = len(source)
         order = np.arange(n) if order is None else order
         out = None
-        for start in range(0, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
+        chunk = self.predict_chunk_size(source)
+        for start in range(0, n, chunk):
+            idx = order[start:start + chunk]
             x = self.to_device(source.rows(idx))
             lp = torch.log_softmax(self.forward(x).float(), dim=1).cpu()
             if out is None:
