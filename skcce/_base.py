@@ -207,6 +207,8 @@ class _BaseTorchEstimator(BaseEstimator):
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
         "callbacks": [list, tuple, None],
         "device": [StrOptions({"auto", "cpu", "cuda"}), str, torch.device],
+        "n_jobs": [Interval(numbers.Integral, 1, None, closed="left"),
+                   Interval(numbers.Integral, None, -1, closed="right"), None],
         "checkpoint_dir": [str, os.PathLike, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -232,6 +234,12 @@ class _BaseTorchEstimator(BaseEstimator):
 
     def _device(self):
         return resolve_device(self.device)
+
+    def _n_threads(self):
+        """torch threads of the fit and of predictions: ``n_jobs`` (None: 1, -1: all cores)."""
+        if self.n_jobs is None:
+            return 1
+        return max(1, os.cpu_count() + 1 + self.n_jobs) if self.n_jobs < 0 else self.n_jobs
 
     def _check_params_vs_input(self, X, images):
         """Raise or warn, before any work, on parameters that do not fit together or with ``X``.
@@ -288,7 +296,8 @@ class _BaseTorchEstimator(BaseEstimator):
                        tol=self.tol if tol == "default" else tol,
                        n_iter_no_change=self.n_iter_no_change, callbacks=all_callbacks,
                        optimizer_state=optimizer_state, autocast_dtype=autocast,
-                       min_batch_size=self._min_batch_size(n_outputs))
+                       min_batch_size=self._min_batch_size(n_outputs),
+                       n_threads=self._n_threads())
 
     def _min_batch_size(self, n_outputs):
         return max(2, n_outputs)
@@ -344,7 +353,8 @@ class _BaseTorchEstimator(BaseEstimator):
         device = self._device()
         model = self.model_ if device.type == "cpu" else copy.deepcopy(self.model_)
         batch_size = max(self.batch_size, 1024) if batch_size is None else batch_size
-        return Trainer(model, None, batch_size=batch_size, device=device), X, layout
+        return (Trainer(model, None, batch_size=batch_size, device=device,
+                        n_threads=self._n_threads()), X, layout)
 
     def _predict_log_proba(self, X):
         """:math:`\\ln\\sigma` of ``X`` as a float32 torch tensor, and the validated ``X``."""
@@ -450,6 +460,13 @@ _PARAMETER_DOCS = {
     Seeds the initial weights, the shuffling and the random draws through
     local generators; global random states are never touched (None draws
     a fresh seed from the operating system).""",
+    "n_jobs": """n_jobs : int, default=None
+    Number of torch (and Numba) threads used by ``fit`` and by predictions, set for
+    the call and restored afterwards.  None means 1: the matrices of a
+    mini-batch of feature vectors are too small for threads to pay off,
+    and a fixed count makes a seeded fit give the same result whatever the
+    caller's ``torch.set_num_threads``.  -1 uses every core (for
+    convolutional networks on a CPU); results then depend on the count.""",
     "verbose": """verbose : int, default=0
     > 0 shows a progress bar over epochs with the loss and cluster sizes.""",
     "callbacks": """callbacks : list of skcce.Callback, default=None

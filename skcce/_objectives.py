@@ -122,10 +122,9 @@ class SelfLabelingObjective(Objective):
     def solve(self, p):
         """Pseudo-labels (float64 ndarray) of predictions ``p`` from :meth:`solver_input`.
 
-        Rows are renormalised to the simplex.  The EM of eq. 11 is called
-        through the solver's unvalidated per-batch core: the estimator
-        validated ``lam`` and the prior once.  The other solvers go through
-        :func:`skcce.solvers.solve_pseudo_labels`, which checks its input.
+        Rows are renormalised to the simplex.  Every solver is called through
+        the unvalidated per-batch core (:func:`skcce.solvers._solve_batch`):
+        the estimator validated ``lam``, the prior and the combination once.
         Non-finite predictions (overflowing logits: a diverged step, not a
         solver error) give NaN pseudo-labels.
         """
@@ -135,22 +134,12 @@ class SelfLabelingObjective(Objective):
             return np.full(p.shape, np.nan)
         p = p / p.sum(axis=1, keepdims=True)
         k = p.shape[1]
-        if self.solver == "em" and self.loss == "collision" and self.fairness == "reverse":
-            if self._solver_prior is None or len(self._solver_prior) != k:
-                u = np.full(k, 1.0 / k) if self.prior is None else self.prior
-                self._solver_prior = np.ascontiguousarray(u / u.sum(), dtype=np.float64)
-            args = (p, self.lam, self._solver_prior)
-            max_iter, tol = int(self.solver_max_iter), float(self.solver_tol)
-            if hasattr(solvers, "_solve_batch"):  # the solver's per-batch core
-                y, converged, _ = solvers._solve_batch(*args, max_iter=max_iter, tol=tol)
-            else:
-                res = solvers._solve_em(*args, max_iter, tol)
-                y, converged = res.y, res.converged
-        else:
-            res = solvers.solve_pseudo_labels(
-                p, self.lam, self.prior, self.fairness, self.solver, self.loss,
-                max_iter=self.solver_max_iter, tol=self.solver_tol, warn=False)
-            y, converged = res.y, res.converged
+        if self._solver_prior is None or len(self._solver_prior) != k:
+            u = np.full(k, 1.0 / k) if self.prior is None else self.prior
+            self._solver_prior = np.ascontiguousarray(u / u.sum(), dtype=np.float64)
+        y, converged, _ = solvers._solve_batch(
+            p, self.lam, self._solver_prior, self.fairness, self.solver, self.loss,
+            max_iter=int(self.solver_max_iter), tol=float(self.solver_tol))
         self.n_solves += 1
         self.n_unconverged += not converged
         return np.asarray(y)

@@ -98,7 +98,8 @@ class CollisionClassifier(ClassifierMixin, _BaseTorchEstimator):
         callable ``augment(x)`` or ``augment(x, generator)`` maps a float
         ``(n, C, H, W)`` batch to a new batch.
     {shared: n_augment, optimizer, lr, weight_decay, optimizer_params, batch_size, max_epochs}
-    {shared: tol, n_iter_no_change, device, checkpoint_dir, random_state, verbose, callbacks}
+    {shared: tol, n_iter_no_change, device, checkpoint_dir, n_jobs, random_state, verbose}
+    {shared: callbacks}
 
     Attributes
     ----------
@@ -151,8 +152,8 @@ class CollisionClassifier(ClassifierMixin, _BaseTorchEstimator):
     def __init__(self, loss="collision", *, model="linear", model_params=None, image_shape=None,
                  augment=None, n_augment=2, optimizer="adam", lr=1e-2, weight_decay=0.0,
                  optimizer_params=None, batch_size=256, max_epochs=40, tol=None,
-                 n_iter_no_change=10, device="auto", checkpoint_dir=None, random_state=None,
-                 verbose=0, callbacks=None):
+                 n_iter_no_change=10, device="auto", checkpoint_dir=None, n_jobs=None,
+                 random_state=None, verbose=0, callbacks=None):
         self.loss = loss
         self.model = model
         self.model_params = model_params
@@ -169,6 +170,7 @@ class CollisionClassifier(ClassifierMixin, _BaseTorchEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.device = device
         self.checkpoint_dir = checkpoint_dir
+        self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks

@@ -166,7 +166,8 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         ``partial_fit`` calls after the first) skip it. ``refine_epochs=5``
         helped on the pretrained-CNN features and on MNIST pixels, and made no
         difference on digits; see the Table 2 reproduction page.
-    {shared: n_augment, image_shape, checkpoint_dir, device, random_state, verbose, callbacks}
+    {shared: n_augment, image_shape, checkpoint_dir, device, n_jobs, random_state, verbose}
+    {shared: callbacks}
     warm_start : bool, default=False
         Continue from the previous fit's model (and optimizer) instead of a
         new initialization; ``n_init`` is then ignored.
@@ -265,8 +266,8 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
                  weight_decay=0.0, optimizer_params=None, batch_size=256, max_epochs=40,
                  tol=None, n_iter_no_change=10, n_init=1, augment="cross_neighbors",
                  n_neighbors=5, neighbors_algorithm="auto", refine_epochs=0, n_augment=2,
-                 image_shape=None, checkpoint_dir=None, device="auto", random_state=None,
-                 verbose=0, callbacks=None, warm_start=False):
+                 image_shape=None, checkpoint_dir=None, device="auto", n_jobs=None,
+                 random_state=None, verbose=0, callbacks=None, warm_start=False):
         self.n_clusters = n_clusters
         self.lam = lam
         self.prior = prior
@@ -294,6 +295,7 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         self.image_shape = image_shape
         self.checkpoint_dir = checkpoint_dir
         self.device = device
+        self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks

@@ -187,3 +187,28 @@ def test_prediction_does_not_depend_on_the_chunk_size():
     small = Trainer(model, None, batch_size=7)
     small.predict_chunk_size = lambda source: 7
     torch.testing.assert_close(big, small.predict_log_proba(ArraySource(X)), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_jobs, expected", [(None, 1), (1, 1), (2, 2), (-1, None)])
+def test_n_jobs_sets_the_threads_of_the_fit(digits, restore_threads, n_jobs, expected):
+    import os
+
+    seen = []
+
+    class Probe(torch.nn.Linear):
+        def forward(self, x):
+            seen.append(torch.get_num_threads())
+            return super().forward(x)
+
+    torch.set_num_threads(1)
+    est = CollisionClustering(3, model=lambda: Probe(64, 3), max_epochs=1, n_jobs=n_jobs,
+                              device="cpu", random_state=0).fit(digits[:200])
+    del seen[:1]  # building the model probes its output width once, outside the fit
+    est.predict(digits[:10])
+    assert set(seen) == {expected or os.cpu_count()}
+    assert torch.get_num_threads() == 1
+
+
+def test_n_jobs_zero_is_rejected(digits):
+    with pytest.raises(ValueError, match="n_jobs"):
+        CollisionClustering(3, n_jobs=0).fit(digits[:50])
