@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from skcce._distributed import batch_mean, gather_batch, random_neighbors
 from skcce._training import Batch, StepOutput
-from skcce.augment import random_neighbors
 from skcce.losses import (
     collision_cross_entropy,
     kl_prior_forward_np,
@@ -118,6 +118,7 @@ class SelfLabelingObjective(Objective):
         from skcce.solvers import solve_pseudo_labels
 
         p = proba.detach().to("cpu", torch.float64).numpy()
+        p, rows = gather_batch(p)  # distributed: the global batch's rows, this rank's slice
         if not np.isfinite(p).all():  # overflowing logits: a diverged step, not a solver error
             return torch.full_like(proba, float("nan"), dtype=torch.float32)
         p = p / p.sum(axis=1, keepdims=True)
@@ -125,7 +126,7 @@ class SelfLabelingObjective(Objective):
                                   max_iter=self.solver_max_iter, tol=self.solver_tol, warn=False)
         self.n_solves += 1
         self.n_unconverged += not res.converged
-        return torch.as_tensor(np.asarray(res.y), dtype=torch.float32, device=proba.device)
+        return torch.as_tensor(np.asarray(res.y)[rows], dtype=torch.float32, device=proba.device)
 
     def cross_entropy(self, log_proba, y):
         """Mean :math:`H_2(y, \\sigma)` or :math:`H(y, \\sigma)`; ``log_proba`` acts as logits."""
@@ -144,7 +145,7 @@ class SelfLabelingObjective(Objective):
         """
         if self.lam == 0:
             return 0.0
-        ybar = y.detach().double().mean(dim=0).cpu().numpy()
+        ybar = batch_mean(y).cpu().numpy()  # distributed: over the global batch
         kl = kl_prior_reverse_np if self.fairness == "reverse" else kl_prior_forward_np
         return self.lam * kl(ybar, self.prior)
 
@@ -199,7 +200,7 @@ class CrossNeighborObjective(Objective):
         self.prior = base.prior
 
     def __call__(self, step, batch) -> StepOutput:
-        j = random_neighbors(self.neighbors, batch.indices, step.generator)
+        j = random_neighbors(self.neighbors, batch.indices, step.generator)  # global draws
         pair = Batch(indices=batch.indices, x=torch.cat([batch.x, step.rows(j)]))
         log_proba = step.log_proba(pair, views=False)
         lp_i, lp_j = log_proba[: len(batch.x)], log_proba[len(batch.x):]

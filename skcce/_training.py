@@ -271,6 +271,7 @@ class Trainer:
         self.autocast_dtype = autocast_dtype
         self.min_batch_size = int(min_batch_size)
         self.stop_training = False
+        self.shard = None  # set by skcce._distributed.data_parallel under torch.distributed
         self.history = []
         self._good_state = None
         self._step = None
@@ -298,23 +299,27 @@ class Trainer:
     def batch_indices(self, n, shuffle=True):
         """Row ids of each mini-batch of an epoch, shuffled with the trainer's generator."""
         order = torch.randperm(n, generator=self.generator).numpy() if shuffle else np.arange(n)
+        if self.shard is not None:  # distributed: this rank's shard of each global batch
+            return self.shard.split(self.batch_indices_from(order))
         return self.batch_indices_from(order)
 
     def batch_indices_from(self, order):
         """Split ``order`` into batches; a tail below ``min_batch_size`` joins the last batch."""
         n = len(order)
-        starts = list(range(0, n, self.batch_size))
-        if len(starts) > 1 and n - starts[-1] < self.min_batch_size:
+        scale = 1 if self.shard is None else self.shard.world_size  # distributed: global batches
+        starts = list(range(0, n, self.batch_size * scale))
+        if len(starts) > 1 and n - starts[-1] < self.min_batch_size * scale:
             starts.pop()
         bounds = starts[1:] + [n]
         return [order[a:b] for a, b in zip(starts, bounds, strict=True)]
 
     def forward(self, x):
         """Logits of the model for a batch of inputs (under autocast when ``autocast_dtype``)."""
+        model = self.model if self.shard is None else self.shard.module(self.model)  # DDP
         if self.autocast_dtype is not None:
             with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                return self.model(x)
-        return self.model(x)
+                return model(x)
+        return model(x)
 
     def model_step(self, source) -> ModelStep:
         """What the objective receives while training on ``source``."""
@@ -361,6 +366,8 @@ class Trainer:
             if self.stop_training:
                 break
         sizes = np.zeros(0, dtype=np.int64) if counts is None else counts.numpy()
+        if self.shard is not None:  # distributed: the epoch over every rank's rows
+            total, n_seen, sizes = self.shard.reduce_epoch(total, n_seen, sizes)
         return EpochRecord(epoch=epoch, loss=total / max(n_seen, 1), cluster_sizes=sizes,
                            n_batches=n_batches, duration=time.perf_counter() - start)
 
