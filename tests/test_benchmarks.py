@@ -39,6 +39,7 @@ SCRIPTS = {
     "fig1_collision_vs_shannon": ([], None, "--out-dir"),
     "bench_neighbors": ([], None, "--output"),
     "bench_scale": ([], None, "--output"),
+    "bench_distributed": ([], None, "--output"),
 }
 
 

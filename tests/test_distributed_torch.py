@@ -4,6 +4,7 @@ One spawn of two ranks runs every scenario (starting processes is the slow
 part); the tests compare its results with one-process fits in this process.
 """
 
+import contextlib
 import socket
 
 import numpy as np
@@ -13,10 +14,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from sklearn.datasets import make_blobs
 
-from skcce import CollisionClustering
+from skcce import CollisionClassifier, CollisionClustering
 from skcce._callbacks import Callback
 
-pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
+pytestmark = [
+    pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable"),
+    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+]
 
 LOCAL_BATCH = 25
 WORLD = 2
@@ -27,9 +31,16 @@ SCENARIOS = {"cross_neighbors": dict(augment="cross_neighbors"), "none": dict(au
 UNEVEN = 187
 
 
-def _data(n=200):
-    X, _ = make_blobs(n_samples=n, n_features=8, centers=3, random_state=0)
-    return X.astype(np.float32)
+def _data(n=200, labels=False):
+    X, y = make_blobs(n_samples=n, n_features=8, centers=3, random_state=0)
+    return (X.astype(np.float32), y) if labels else X.astype(np.float32)
+
+
+def _classifier(batch_size):
+    est = CollisionClassifier(batch_size=batch_size, max_epochs=3, random_state=0)
+    est.fit(*_data(labels=True))
+    return {"state": {k: v.clone() for k, v in est.model_.state_dict().items()},
+            "curve": list(est.loss_curve_)}
 
 
 def _fitted(est):
@@ -72,6 +83,7 @@ def _worker(rank, port, out_dir, ckpt_dir):
             results[name] = _fitted(est)
         est = CollisionClustering(batch_size=LOCAL_BATCH, **PARAMS).fit(_data(UNEVEN))
         results["uneven"] = _fitted(est)
+        results["classifier"] = _classifier(LOCAL_BATCH)
         # interrupted after 2 of 4 epochs, then resumed from rank 0's checkpoint
         params = {**PARAMS, "max_epochs": 4, "checkpoint_dir": ckpt_dir}
         stopped = CollisionClustering(batch_size=LOCAL_BATCH, callbacks=[_StopAfter(2)],
@@ -101,14 +113,20 @@ def ranks(tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)], ckpt
 
 
-def _one_process(X=None, **extra):
+@contextlib.contextmanager
+def _one_thread():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        est = CollisionClustering(batch_size=WORLD * LOCAL_BATCH, **{**PARAMS, **extra})
-        return _fitted(est.fit(_data() if X is None else X))
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _one_process(X=None, **extra):
+    est = CollisionClustering(batch_size=WORLD * LOCAL_BATCH, **{**PARAMS, **extra})
+    with _one_thread():
+        return _fitted(est.fit(_data() if X is None else X))
 
 
 def _assert_same(got, want):
@@ -134,6 +152,17 @@ def test_uneven_shards_match_one_process(ranks):
     want = _one_process(_data(UNEVEN))
     for rank in range(WORLD):
         _assert_same(results[rank]["uneven"], want)
+
+
+def test_classifier_two_ranks_match_one_process(ranks):
+    results, _ = ranks
+    with _one_thread():
+        want = _classifier(WORLD * LOCAL_BATCH)
+    for rank in range(WORLD):
+        got = results[rank]["classifier"]
+        for key, value in want["state"].items():
+            torch.testing.assert_close(got["state"][key], value, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(got["curve"], want["curve"], rtol=1e-5, atol=1e-6)
 
 
 def test_only_rank_zero_writes_checkpoints_and_a_resumed_run_continues(ranks):
