@@ -103,10 +103,13 @@ def worker(rank, world, port, config, out):
     torch.set_num_threads(1)
     import torch.distributed as dist
 
+    import skcce._objectives as objectives
     from skcce import CollisionClustering
     from skcce._callbacks import Callback
 
-    comm = [0.0]
+    comm, solve = [0.0], [0.0]
+    objectives.SelfLabelingObjective.pseudo_labels = _timed(
+        objectives.SelfLabelingObjective.pseudo_labels, solve)
     if world > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                                 world_size=world)
@@ -114,14 +117,15 @@ def worker(rank, world, port, config, out):
 
     class Epochs(Callback):
         def __init__(self):
-            self.times, self.comm = [], []
+            self.times, self.comm, self.solve = [], [], []
 
         def on_epoch_begin(self, trainer, epoch):
-            self._comm = comm[0]
+            self._comm, self._solve = comm[0], solve[0]
 
         def on_epoch_end(self, trainer, record):
             self.times.append(record.duration)
             self.comm.append(comm[0] - self._comm)
+            self.solve.append(solve[0] - self._solve)
 
     X = mixture(config["n_samples"], config["n_features"])
     runs = []
@@ -130,7 +134,7 @@ def worker(rank, world, port, config, out):
         CollisionClustering(n_clusters=10, batch_size=config["batch_size"] // world,
                             max_epochs=config["epochs"], model=config["model"],
                             random_state=repeat, callbacks=[epochs]).fit(X)
-        runs.append({"times": epochs.times, "comm": epochs.comm})
+        runs.append({"times": epochs.times, "comm": epochs.comm, "solve": epochs.solve})
     if world > 1:
         dist.destroy_process_group()
     with open(out, "w") as fh:
@@ -163,15 +167,22 @@ def launch(world, config, folder):
 
 
 def epoch_times(runs):
-    """Median epoch time (slowest rank per epoch, epochs after the first) and comm share."""
-    times, comm = [], []
+    """Median epoch time (slowest rank per epoch, epochs after the first), comm and solve shares.
+
+    The shares (of the epoch, averaged over the ranks) are medians over the
+    same epochs.  Inside the pseudo-label solve, the all-gather is counted in
+    both: the solve share below excludes it.
+    """
+    times, comm, solve = [], [], []
     for repeat in range(len(runs[0])):
         per_rank = np.array([r[repeat]["times"] for r in runs])
-        per_comm = np.array([r[repeat]["comm"] for r in runs])
         skip = 1 if per_rank.shape[1] > 1 else 0
         times += per_rank.max(axis=0)[skip:].tolist()
-        comm += (per_comm / per_rank).mean(axis=0)[skip:].tolist()
-    return float(np.median(times)), float(np.median(comm)), len(times)
+        for key, out in (("comm", comm), ("solve", solve)):
+            share = np.array([r[repeat][key] for r in runs]) / per_rank
+            out += share.mean(axis=0)[skip:].tolist()
+    return (float(np.median(times)), float(np.median(comm)), float(np.median(solve)),
+            len(times))
 
 
 def main(argv=None):
@@ -191,20 +202,27 @@ def main(argv=None):
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for config in configs:
-            one, _, n_one = epoch_times(launch(1, config, folder))
-            two, comm, n_two = epoch_times(launch(2, config, folder))
+            load = os.getloadavg()[0]
+            one, _, solve_one, n_one = epoch_times(launch(1, config, folder))
+            two, comm, solve_two, n_two = epoch_times(launch(2, config, folder))
             rows.append({"data": f"{config['n_samples']:,} x {config['n_features']}",
                          "model": config["model"], "global batch": config["batch_size"],
                          "1 process s/epoch": one, "2 ranks s/epoch": two,
                          "ratio 2 / 1": two / one, "2 ranks: comm share": comm,
-                         "epochs timed (1 / 2)": f"{n_one} / {n_two}"})
+                         "solve share (1 / 2)": f"{solve_one:.2f} / {solve_two:.2f}",
+                         "epochs timed (1 / 2)": f"{n_one} / {n_two}",
+                         "load before": load})
     command = "python benchmarks/bench_distributed.py" + (" --quick" if args.quick else "")
     header = "\n\n".join([
         __doc__.split("Usage:")[0].split("\n", 1)[1].strip(),
         f"Command: `{command}`. 10 clusters, default augment='cross_neighbors', "
         "mlp = the default MLP (one hidden layer of 512 units, BatchNorm). A ratio of 0.5 "
         "would be a perfect speed-up; the comm share is the median over epochs of the "
-        "fraction of an epoch a rank spent in collectives.",
+        "fraction of an epoch a rank spent in collectives; the solve share the fraction "
+        "spent in the pseudo-label solves (every rank solves the global batch, so this part "
+        "does not shrink with more ranks; for 2 ranks it includes the all-gathers). "
+        "'load before': the machine's 1-minute load average before the row's runs (the 2 "
+        "cores are shared with other jobs; above 2 the ranks compete for a core).",
         f"Machine: {machine_description()}"])
     print(write_markdown(output, "Data-parallel training (torch.distributed, gloo)", header,
                          rows, quick=args.quick))

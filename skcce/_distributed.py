@@ -96,9 +96,9 @@ def rank_device(device):
 
 
 def _comm_device():
-    """Where collective tensors live: the rank's GPU for nccl, the CPU otherwise."""
+    """Where collective tensors live: ``cuda:LOCAL_RANK`` for nccl, else the CPU."""
     if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cuda", _local_rank())
     return torch.device("cpu")
 
 

@@ -236,6 +236,9 @@ class Trainer:
         One record per finished epoch (including epochs before a resume).
     stop_training : bool
         Set it in a callback to end the loop after the current batch.
+    shard : skcce._distributed.Shard or None
+        This process's part of data-parallel training (set under
+        ``torch.distributed``, see :mod:`skcce._distributed`), else None.
 
     Examples
     --------
