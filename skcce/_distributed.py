@@ -296,6 +296,10 @@ class Shard:
         shards = []
         for indices in batches:
             n = len(indices)
+            if n < self.world_size:
+                raise ValueError(f"a batch of {n} rows cannot be shared among "
+                                 f"{self.world_size} processes; pass at least as many rows "
+                                 "as processes")
             sizes = n // self.world_size + (np.arange(self.world_size) < n % self.world_size)
             bounds = np.concatenate([[0], np.cumsum(sizes)])
             step = _GlobalBatch(np.asarray(indices), bounds, self.rank, self.comm_device)
