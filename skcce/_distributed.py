@@ -290,6 +290,17 @@ class Shard:
         self._ddp = None
         self._batches = {}
 
+    def global_sizes(self, batch_size, min_batch_size):
+        """``(rows of a global batch, smallest global tail batch)`` for per-process sizes.
+
+        A global batch holds ``batch_size`` rows per process; a trailing
+        global batch joins the previous one below ``min_batch_size`` rows
+        (the rule of a one-process run, whose fairness term sees the same
+        global batch) or when a shard would get fewer than 2 rows (a
+        BatchNorm layer cannot train on one).
+        """
+        return batch_size * self.world_size, max(min_batch_size, 2 * self.world_size)
+
     def split(self, batches):
         """This rank's contiguous shard of each global batch (sizes differ by at most 1)."""
         self._batches = {}

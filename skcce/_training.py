@@ -309,9 +309,11 @@ class Trainer:
     def batch_indices_from(self, order):
         """Split ``order`` into batches; a tail below ``min_batch_size`` joins the last batch."""
         n = len(order)
-        scale = 1 if self.shard is None else self.shard.world_size  # distributed: global batches
-        starts = list(range(0, n, self.batch_size * scale))
-        if len(starts) > 1 and n - starts[-1] < self.min_batch_size * scale:
+        size, tail = self.batch_size, self.min_batch_size
+        if self.shard is not None:  # distributed: global batches, every shard >= 2 rows
+            size, tail = self.shard.global_sizes(size, tail)
+        starts = list(range(0, n, size))
+        if len(starts) > 1 and n - starts[-1] < tail:
             starts.pop()
         bounds = starts[1:] + [n]
         return [order[a:b] for a, b in zip(starts, bounds, strict=True)]
