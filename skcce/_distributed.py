@@ -256,10 +256,16 @@ def random_neighbors(neighbors, indices, generator):
 
     Examples
     --------
+    Outside a distributed step it is the plain draw:
+
     >>> import numpy as np, torch
+    >>> from skcce import augment
     >>> from skcce._distributed import random_neighbors
-    >>> random_neighbors(np.array([[1, 1], [0, 0]]), [1, 0], torch.Generator()).tolist()
-    [0, 1]
+    >>> graph = np.arange(12).reshape(4, 3)
+    >>> a = random_neighbors(graph, [3, 1], torch.Generator().manual_seed(0))
+    >>> b = augment.random_neighbors(graph, [3, 1], torch.Generator().manual_seed(0))
+    >>> bool((a == b).all())
+    True
     """
     from skcce.augment import random_neighbors as draw
 
