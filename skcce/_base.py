@@ -39,6 +39,13 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from skcce._callbacks import BatchNormRecalibration, Callback, ProgressBar
 from skcce._checkpoint import estimator_checkpoint
+from skcce._distributed import (
+    data_parallel,
+    rank_device,
+    restore_checkpoint,
+    shared_seed,
+    writes_checkpoints,
+)
 from skcce._sources import ArraySource, DatasetSource, image_source, is_dataset
 from skcce._training import Trainer, resolve_device
 from skcce._validation import check_float32_range, warn
@@ -233,7 +240,7 @@ class _BaseTorchEstimator(BaseEstimator):
         return image_source(X, layout, y, pin_memory=self._device().type == "cuda")
 
     def _device(self):
-        return resolve_device(self.device)
+        return rank_device(resolve_device(self.device))  # distributed: cuda:LOCAL_RANK
 
     def _n_threads(self):
         """torch threads of the fit and of predictions: ``n_jobs`` (None: 1, -1: all cores)."""
@@ -290,14 +297,14 @@ class _BaseTorchEstimator(BaseEstimator):
         autocast = None  # bf16 for convolutional networks on GPUs that support it
         if device.type == "cuda" and images and torch.cuda.is_bf16_supported():
             autocast = torch.bfloat16
-        return Trainer(model, objective, optimizer=self._make_optimizer(lr),
+        return data_parallel(Trainer(model, objective, optimizer=self._make_optimizer(lr),
                        batch_size=self.batch_size, max_epochs=epochs, device=device,
                        generator=generator, views=views,
                        tol=self.tol if tol == "default" else tol,
                        n_iter_no_change=self.n_iter_no_change, callbacks=all_callbacks,
                        optimizer_state=optimizer_state, autocast_dtype=autocast,
                        min_batch_size=self._min_batch_size(n_outputs),
-                       n_threads=self._n_threads())
+                       n_threads=self._n_threads()))
 
     def _min_batch_size(self, n_outputs):
         return max(2, n_outputs)
@@ -306,8 +313,9 @@ class _BaseTorchEstimator(BaseEstimator):
         """Run ``trainer`` for ``epochs``, resuming from and saving to ``checkpoint_dir``."""
         checkpoint = self._checkpoint(source, X, tag) if resume and epochs > 0 else None
         if checkpoint is not None:
-            trainer.callbacks.append(checkpoint)
-            epochs = max(epochs - checkpoint.restore(trainer), 0)
+            if writes_checkpoints():  # distributed: rank 0 writes, every rank resumes
+                trainer.callbacks.append(checkpoint)
+            epochs = max(epochs - restore_checkpoint(checkpoint, trainer), 0)
         return trainer.fit(source, epochs=epochs)
 
     def _checkpoint(self, source, X, tag):
@@ -323,7 +331,7 @@ class _BaseTorchEstimator(BaseEstimator):
         A warm run continues the previous fit's optimizer and generator
         states and neither resumes from nor writes a checkpoint.
         """
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(shared_seed(seed))  # same on every rank
         optimizer_state = None
         if warm:
             model = copy.deepcopy(self.model_)

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from skcce._distributed import batch_mean, gather_batch, random_neighbors
 from skcce._training import Batch, StepOutput
-from skcce.augment import random_neighbors
 from skcce.losses import (
     collision_cross_entropy,
     kl_prior_forward_np,
@@ -126,12 +126,15 @@ class SelfLabelingObjective(Objective):
         the unvalidated per-batch core (:func:`skcce.solvers._solve_batch`):
         the estimator validated ``lam``, the prior and the combination once.
         Non-finite predictions (overflowing logits: a diverged step, not a
-        solver error) give NaN pseudo-labels.
+        solver error) give NaN pseudo-labels.  Under data-parallel training
+        the predictions of every rank's shard are gathered, every rank solves
+        the same global batch, and each keeps its own rows.
         """
         from skcce import solvers
 
+        p, rows = gather_batch(p)  # distributed: the global batch's rows, this rank's slice
         if not np.isfinite(p).all():
-            return np.full(p.shape, np.nan)
+            return np.full(p.shape, np.nan)[rows]
         p = p / p.sum(axis=1, keepdims=True)
         k = p.shape[1]
         if self._solver_prior is None or len(self._solver_prior) != k:
@@ -142,7 +145,7 @@ class SelfLabelingObjective(Objective):
             max_iter=int(self.solver_max_iter), tol=float(self.solver_tol))
         self.n_solves += 1
         self.n_unconverged += not converged
-        return np.asarray(y)
+        return np.asarray(y)[rows]
 
     def pseudo_labels(self, proba):
         """Solve :math:`y` for detached predictions ``proba`` (n, K); same device, float32."""
@@ -167,7 +170,7 @@ class SelfLabelingObjective(Objective):
         """
         if self.lam == 0:
             return 0.0
-        ybar = y.detach().double().mean(dim=0).cpu().numpy()
+        ybar = batch_mean(y).cpu().numpy()  # distributed: over the global batch
         kl = kl_prior_reverse_np if self.fairness == "reverse" else kl_prior_forward_np
         return self.lam * kl(ybar, self.prior)
 
@@ -223,7 +226,7 @@ class CrossNeighborObjective(Objective):
 
     def __call__(self, step, batch) -> StepOutput:
         n = len(batch.x)
-        j = random_neighbors(self.neighbors, batch.indices, step.generator)
+        j = random_neighbors(self.neighbors, batch.indices, step.generator)  # global draws
         pair = Batch(indices=batch.indices, x=torch.cat([batch.x, step.rows(j)]))
         log_proba = step.log_proba(pair, views=False)
         # One conversion and one cross-entropy call for the pair; y_i is solved from the

@@ -289,6 +289,9 @@ class Trainer:
         One record per finished epoch (including epochs before a resume).
     stop_training : bool
         Set it in a callback to end the loop after the current batch.
+    shard : skcce._distributed.Shard or None
+        This process's part of data-parallel training (set under
+        ``torch.distributed``, see :mod:`skcce._distributed`), else None.
 
     Examples
     --------
@@ -326,6 +329,7 @@ class Trainer:
         self.min_batch_size = int(min_batch_size)
         self.n_threads = n_threads
         self.stop_training = False
+        self.shard = None  # set by skcce._distributed.data_parallel under torch.distributed
         self.history = []
         self._good_state = None
         self._step = None
@@ -353,23 +357,29 @@ class Trainer:
     def batch_indices(self, n, shuffle=True):
         """Row ids of each mini-batch of an epoch, shuffled with the trainer's generator."""
         order = torch.randperm(n, generator=self.generator).numpy() if shuffle else np.arange(n)
+        if self.shard is not None:  # distributed: this rank's shard of each global batch
+            return self.shard.split(self.batch_indices_from(order))
         return self.batch_indices_from(order)
 
     def batch_indices_from(self, order):
         """Split ``order`` into batches; a tail below ``min_batch_size`` joins the last batch."""
         n = len(order)
-        starts = list(range(0, n, self.batch_size))
-        if len(starts) > 1 and n - starts[-1] < self.min_batch_size:
+        size, tail = self.batch_size, self.min_batch_size
+        if self.shard is not None:  # distributed: global batches, every shard >= 2 rows
+            size, tail = self.shard.global_sizes(size, tail)
+        starts = list(range(0, n, size))
+        if len(starts) > 1 and n - starts[-1] < tail:
             starts.pop()
         bounds = starts[1:] + [n]
         return [order[a:b] for a, b in zip(starts, bounds, strict=True)]
 
     def forward(self, x):
         """Logits of the model for a batch of inputs (under autocast when ``autocast_dtype``)."""
+        model = self.model if self.shard is None else self.shard.module(self.model)  # DDP
         if self.autocast_dtype is not None:
             with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                return self.model(x)
-        return self.model(x)
+                return model(x)
+        return model(x)
 
     def model_step(self, source) -> ModelStep:
         """What the objective receives while training on ``source``."""
@@ -416,6 +426,8 @@ class Trainer:
             if self.stop_training:
                 break
         sizes = np.zeros(0, dtype=np.int64) if counts is None else counts.numpy()
+        if self.shard is not None:  # distributed: the epoch over every rank's rows
+            total, n_seen, sizes = self.shard.reduce_epoch(total, n_seen, sizes)
         return EpochRecord(epoch=epoch, loss=total / max(n_seen, 1), cluster_sizes=sizes,
                            n_batches=n_batches, duration=time.perf_counter() - start)
 

@@ -42,6 +42,7 @@ SCRIPTS = {
     "bench_model_selection": ([], None, "--output"),
     "profile_step": ([], None, "--output"),
     "bench_throughput": ([], None, "--output"),
+    "bench_distributed": ([], None, "--output"),
 }
 
 
