@@ -77,6 +77,8 @@ CCE_METHODS = {
         "model": "mlp"}),
     "CCE default + refine": ("defaults, then 5 epochs on neighbour-smoothed soft targets", {
         "refine_epochs": 5}),
+    "TEMI": ("Adaloglou et al. 2023: EMA teacher, weighted PMI on kNN pairs (skcce._temi)", {
+        "loss": "temi", "augment": "cross_neighbors", "n_init": 1}),
 }
 QUICK_PARAMS = {"max_epochs": 3}
 
