@@ -13,7 +13,8 @@ mutual information loss
         \\frac{\\big(q_s(k|x)\\,q_t(k|x')\\big)^{\\beta}}{\\tilde q_t(k)},
     \\qquad w(x, x') = \\sum_k q_t(k|x)\\,q_t(k|x'),
 
-symmetrized over :math:`(x, x')` and :math:`(x', x)`.  :math:`\\tilde q_t`
+symmetrized over :math:`(x, x')` and :math:`(x', x)`, and averaged over
+heads.  :math:`\\tilde q_t`
 is an EMA of the teacher's mean prediction over batches (it keeps the
 clusters balanced), :math:`\\beta < 1` flattens the joint so that confident
 but wrong pairs cost less, and :math:`w` down-weights pairs the teacher
@@ -46,16 +47,66 @@ import copy
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from skcce._callbacks import Callback
 from skcce._objectives import Objective
 from skcce._training import StepOutput
 from skcce.augment import random_neighbors
 
-__all__ = ["EMATeacher", "TEMIObjective", "temi_loss"]
+__all__ = ["EMATeacher", "TEMIHead", "TEMIObjective", "temi_loss"]
 
 #: The published exponent of the pair's joint probability.
 TEMI_BETA = 0.6
+#: Heads trained side by side (the paper uses 50; fewer keep CPU fits cheap).
+TEMI_HEADS = 10
+
+
+class TEMIHead(nn.Module):
+    """Several cosine clustering heads on L2-normalized features (TEMI's head, without MLP).
+
+    Head h gives the logits :math:`\\langle x/\\|x\\|, w_{hk}/\\|w_{hk}\\|\\rangle`
+    (in [-1, 1]; the objective divides them by its temperature).  In
+    training mode :meth:`forward` returns the logits of every head side by
+    side, shape (n, n_heads * n_clusters), for the loss to average; in eval
+    mode (prediction) the logits of the selected head ``head`` only, shape
+    (n, n_clusters).
+
+    Parameters
+    ----------
+    n_features : int
+        Input width.
+    n_clusters : int
+        Clusters K of each head.
+    n_heads : int, default=10
+        Number of heads.
+    generator : torch.Generator, default=None
+        Source of the initial prototypes.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcce._temi import TEMIHead
+    >>> head = TEMIHead(4, 3, n_heads=2, generator=torch.Generator().manual_seed(0))
+    >>> tuple(head(torch.ones(5, 4)).shape), tuple(head.eval()(torch.ones(5, 4)).shape)
+    ((5, 6), (5, 3))
+    """
+
+    def __init__(self, n_features, n_clusters, *, n_heads=TEMI_HEADS, generator=None):
+        super().__init__()
+        self.n_clusters = n_clusters
+        self.prototypes = nn.Parameter(
+            torch.randn(n_heads * n_clusters, n_features, generator=generator))
+        self.register_buffer("head", torch.zeros((), dtype=torch.int64))
+
+    def forward(self, x):
+        logits = F.linear(F.normalize(x.flatten(1), dim=1), F.normalize(self.prototypes, dim=1))
+        if self.training:
+            return logits
+        k = self.n_clusters
+        start = int(self.head) * k
+        return logits[:, start:start + k]
 
 
 def temi_loss(student_log_proba, teacher_proba, weight, log_marginal, beta=TEMI_BETA):
@@ -125,6 +176,7 @@ class EMATeacher(Callback):
     def __init__(self, momentum=0.99):
         self.momentum = momentum
         self.model = None
+        self.best_head = None  # set by the objective: the head with the lowest recent loss
 
     def on_train_begin(self, trainer):
         self.model = copy.deepcopy(trainer.model).eval()
@@ -139,10 +191,20 @@ class EMATeacher(Callback):
         for t, s in zip(self.model.buffers(), trainer.model.buffers(), strict=True):
             t.copy_(s)
 
+    def on_train_end(self, trainer, result):
+        """Predict with the head of lowest loss (a :class:`TEMIHead`'s ``head``)."""
+        head = getattr(trainer.model, "head", None)
+        if self.best_head is not None and isinstance(head, torch.Tensor):
+            head.fill_(int(self.best_head))
+
     @torch.no_grad()
     def logits(self, x):
-        """Logits of the teacher for inputs ``x``."""
-        return self.model(x).float()
+        """Logits of the teacher for inputs ``x`` (every head, as the student in training)."""
+        self.model.train()
+        try:
+            return self.model(x).float()
+        finally:
+            self.model.eval()
 
 
 class TEMIObjective(Objective):
@@ -152,9 +214,13 @@ class TEMIObjective(Objective):
     ``neighbors``; the student sees both rows in one forward pass, the
     teacher (``teacher``, an :class:`EMATeacher` registered as a callback of
     the same trainer) predicts both without gradient, and the loss is
-    :math:`\\frac12[\\ell(x_i, x_j) + \\ell(x_j, x_i)]` (:func:`temi_loss`).
-    The cluster marginal :math:`\\tilde q_t` is updated after each batch.
-    No pseudo-labels.
+    :math:`\\frac12[\\ell(x_i, x_j) + \\ell(x_j, x_i)]` (:func:`temi_loss`),
+    averaged over heads when the model's training output holds several
+    heads side by side (:class:`TEMIHead`: width ``n_heads * n_clusters``).
+    The cluster marginals :math:`\\tilde q_t` (one per head) are updated
+    after each batch, and so is a running mean of each head's loss, whose
+    argmin is the head the model predicts with after training.  No
+    pseudo-labels.
 
     Parameters
     ----------
@@ -180,24 +246,39 @@ class TEMIObjective(Objective):
         self.student_temp = float(student_temp)
         self.teacher_temp = float(teacher_temp)
         self.marginal_momentum = float(marginal_momentum)
-        self.marginal = torch.full((n_clusters,), 1.0 / n_clusters)
+        self.n_clusters = int(n_clusters)
+        self.marginal = None  # (n_heads, K), made on the first batch
+        self.head_loss = None
         self.prior = None
 
     def __call__(self, step, batch) -> StepOutput:
-        n = len(batch.x)
+        n, k = len(batch.x), self.n_clusters
         j = random_neighbors(self.neighbors, batch.indices, step.generator)
         x = torch.cat([batch.x, step.rows(j)])
-        logits = step.forward(x).float()
-        student = torch.log_softmax(logits / self.student_temp, dim=1)
-        teacher = torch.softmax(self.teacher.logits(x) / self.teacher_temp, dim=1)
+        logits = step.forward(x).float().reshape(2 * n, -1, k)  # (2n, heads, K)
+        n_heads = logits.shape[1]
+        student = torch.log_softmax(logits / self.student_temp, dim=2)
+        teacher = torch.softmax(self.teacher.logits(x).reshape(2 * n, n_heads, k)
+                                / self.teacher_temp, dim=2)
+        if self.marginal is None:
+            self.marginal = torch.full((n_heads, k), 1.0 / k)
+            self.head_loss = torch.zeros(n_heads)
         marginal = self.marginal.to(logits.device)
-        weight = (teacher[:n] * teacher[n:]).sum(dim=1)
         log_marginal = marginal.log()
-        loss = 0.5 * (temi_loss(student[:n], teacher[n:], weight, log_marginal, self.beta)
-                      + temi_loss(student[n:], teacher[:n], weight, log_marginal, self.beta))
+        losses = []
+        for h in range(n_heads):
+            s, t = student[:, h], teacher[:, h]
+            weight = (t[:n] * t[n:]).sum(dim=1)
+            losses.append(0.5 * (temi_loss(s[:n], t[n:], weight, log_marginal[h], self.beta)
+                                 + temi_loss(s[n:], t[:n], weight, log_marginal[h], self.beta)))
+        losses = torch.stack(losses)
+        loss = losses.mean()
         m = self.marginal_momentum
         self.marginal = (m * marginal + (1 - m) * teacher.mean(dim=0)).cpu()
-        log_proba = torch.log_softmax(logits[:n], dim=1)
+        self.head_loss = m * self.head_loss + (1 - m) * losses.detach().cpu()
+        best = int(self.head_loss.argmin())
+        self.teacher.best_head = best
+        log_proba = torch.log_softmax(logits[:n, best], dim=1)
         return StepOutput(loss=loss, value=float(loss.detach()), log_proba=log_proba)
 
     def batch_loss(self, log_proba):

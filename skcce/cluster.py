@@ -27,7 +27,7 @@ from skcce import _objectives as obj
 from skcce._base import _BaseTorchEstimator, shared_docs
 from skcce._callbacks import CollapseWarning, fixed_order
 from skcce._sources import TargetSource
-from skcce._temi import EMATeacher, TEMIObjective
+from skcce._temi import EMATeacher, TEMIHead, TEMIObjective
 from skcce._training import Trainer, TrainResult
 from skcce._validation import (
     check_n_clusters,
@@ -120,6 +120,8 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         student trained against its EMA teacher on pairs of neighbours by a
         weighted PMI loss (:mod:`skcce._temi`; feature vectors with
         ``augment='neighbors'`` or ``'cross_neighbors'``; ``lam`` unused).
+        With ``model='linear'`` TEMI trains its own head: 10 cosine heads
+        on L2-normalized features, predicting with the one of lowest loss.
     fairness : {'reverse', 'forward'}, default='reverse'
         :math:`KL(u\\|\\bar y)` (eq. 11) or :math:`KL(\\bar y\\|u)` (eq. 10).
     solver : {'auto', 'em', 'pgd', 'sinkhorn'}, default='auto'
@@ -338,6 +340,11 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
             # Batch-normalized logits keep every cluster alive in deep mode.
             return {"logit_norm": True, **(self.model_params or {})}
         return self.model_params
+
+    def _build_model(self, input_shape, n_outputs, generator):
+        if self.loss == "temi" and self.model == "linear" and n_outputs > 1:
+            return TEMIHead(int(np.prod(input_shape)), n_outputs, generator=generator)
+        return super()._build_model(input_shape, n_outputs, generator)
 
     def _solver_method(self):
         if self.solver != "auto":
