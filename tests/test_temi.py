@@ -10,7 +10,7 @@ from sklearn.datasets import make_blobs
 from sklearn.preprocessing import StandardScaler
 
 from skcce import CollisionClustering
-from skcce._temi import EMATeacher, TEMIObjective, temi_loss
+from skcce._temi import TEMI_HEADS, EMATeacher, TEMIHead, TEMIObjective, temi_loss
 from skcce._training import Batch, ModelStep
 from skcce.metrics import clustering_accuracy
 
@@ -99,3 +99,17 @@ def test_temi_with_partial_labels():
     partial[:10] = y[:10]
     est = CollisionClustering(n_clusters=3, loss="temi", max_epochs=3, random_state=0)
     assert est.fit(X, partial).labels_.shape == (len(X),)
+
+
+def test_temi_predicts_with_lowest_loss_head():
+    X, _ = _blobs()
+    est = CollisionClustering(n_clusters=3, loss="temi", max_epochs=3, random_state=0).fit(X)
+    model = est.model_
+    assert isinstance(model, TEMIHead) and len(model.prototypes) == 3 * TEMI_HEADS
+    head = int(model.head)
+    assert 0 <= head < TEMI_HEADS
+    with torch.no_grad():
+        all_heads = model.train()(torch.as_tensor(X, dtype=torch.float32))
+    model.eval()
+    expected = all_heads[:, 3 * head:3 * head + 3].argmax(dim=1).numpy()
+    np.testing.assert_array_equal(est.predict(X), expected)
