@@ -247,6 +247,21 @@ class TEMIObjective(Objective):
         Softmax temperatures of the student and the teacher.
     marginal_momentum : float, default=0.9
         EMA momentum of the teacher's cluster marginal.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from types import SimpleNamespace
+    >>> from skcce._temi import EMATeacher, TEMIHead, TEMIObjective
+    >>> from skcce._training import Batch, ModelStep
+    >>> X = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    >>> head = TEMIHead(4, 2, n_heads=3, generator=torch.Generator().manual_seed(0))
+    >>> teacher = EMATeacher()
+    >>> teacher.on_train_begin(SimpleNamespace(model=head))
+    >>> objective = TEMIObjective(np.roll(np.arange(6), 1)[:, None], teacher, 2)
+    >>> out = objective(ModelStep(head, rows=lambda i: X[i]), Batch(np.arange(6), X))
+    >>> tuple(out.log_proba.shape), objective.marginal.shape  # one head predicts; 3 marginals
+    ((6, 2), torch.Size([3, 2]))
     """
 
     def __init__(self, neighbors, teacher, n_clusters, *, beta=TEMI_BETA, student_temp=0.1,
