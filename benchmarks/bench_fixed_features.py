@@ -2,7 +2,9 @@
 
 Runs K-means, UMAP + K-means, the self-labeling baselines in the same training
 loop (MI-GD, SeLa, MI-ADM) and collision cross-entropy (reverse KL + EM, with
-and without feature-space neighbour augmentation; forward KL + PGD) on
+and without feature-space neighbour augmentation; forward KL + PGD) and
+TEMI (Adaloglou et al. 2023, :mod:`skcce._temi`: a head trained on the fixed
+features against its EMA teacher on neighbour pairs) on
 
 * ``digits``: scikit-learn's 8x8 digits (1797 x 64),
 * ``effnet``: 1280-d pretrained-CNN (EfficientNet-lite0) features of 10k
@@ -77,6 +79,8 @@ CCE_METHODS = {
         "model": "mlp"}),
     "CCE default + refine": ("defaults, then 5 epochs on neighbour-smoothed soft targets", {
         "refine_epochs": 5}),
+    "TEMI": ("Adaloglou et al. 2023: EMA teacher, weighted PMI on kNN pairs (skcce._temi)", {
+        "loss": "temi", "augment": "cross_neighbors", "n_init": 1}),
 }
 QUICK_PARAMS = {"max_epochs": 3}
 

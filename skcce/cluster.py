@@ -27,6 +27,7 @@ from skcce import _objectives as obj
 from skcce._base import _BaseTorchEstimator, shared_docs
 from skcce._callbacks import CollapseWarning, fixed_order
 from skcce._sources import TargetSource
+from skcce._temi import EMATeacher, TEMIHead, TEMIObjective
 from skcce._training import Trainer, TrainResult
 from skcce._validation import (
     check_n_clusters,
@@ -89,6 +90,7 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
     MI-GD                 ``loss='mutual_information'`` (no pseudo-labels)
     MI-D (IMSAT)          ``loss='imsat'`` (MI-GD + augmentation consistency)
     IIC                   ``loss='iic'`` (MI between two augmentations)
+    TEMI                  ``loss='temi'`` (EMA teacher on neighbour pairs)
     ====================  ====================================================
 
     Images are clustered with a convolutional ``model`` (``'vgg4'``, the
@@ -109,11 +111,17 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         For ``loss='iic'`` it weighs the marginal entropies of IIC's loss.
     prior : array-like of shape (n_clusters,), default=None
         Target cluster proportions :math:`u`; uniform when None.
-    loss : {'collision', 'shannon', 'mutual_information', 'imsat', 'iic'}, default='collision'
+    loss : {'collision', 'shannon', 'mutual_information', 'imsat', 'iic', 'temi'}, \
+            default='collision'
         Cross-entropy to the pseudo-labels (:math:`H_2`, ours, or Shannon's
-        for MI-ADM / SeLa), MI-GD's mutual information, or the
+        for MI-ADM / SeLa), MI-GD's mutual information, the
         augmentation-based baselines IMSAT (MI-D) and IIC, which use the
-        augmented copies of ``augment``.
+        augmented copies of ``augment``, or TEMI (Adaloglou et al. 2023), a
+        student trained against its EMA teacher on pairs of neighbours by a
+        weighted PMI loss (:mod:`skcce._temi`; feature vectors with
+        ``augment='neighbors'`` or ``'cross_neighbors'``; ``lam`` unused).
+        With ``model='linear'`` TEMI trains its own head: 10 cosine heads
+        on L2-normalized features, predicting with the one of lowest loss.
     fairness : {'reverse', 'forward'}, default='reverse'
         :math:`KL(u\\|\\bar y)` (eq. 11) or :math:`KL(\\bar y\\|u)` (eq. 10).
     solver : {'auto', 'em', 'pgd', 'sinkhorn'}, default='auto'
@@ -247,7 +255,8 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         "n_clusters": [Interval(numbers.Integral, 1, None, closed="left")],
         "lam": [Interval(numbers.Real, 0, None, closed="left")],
         "prior": ["array-like", None],
-        "loss": [StrOptions({"collision", "shannon", "mutual_information", "imsat", "iic"})],
+        "loss": [StrOptions({"collision", "shannon", "mutual_information", "imsat", "iic",
+                             "temi"})],
         "fairness": [StrOptions({"reverse", "forward"})],
         "solver": [StrOptions({"auto", "em", "pgd", "sinkhorn"})],
         "solver_max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -312,6 +321,12 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         if not images and self.augment == "cross_neighbors" and self.loss == "mutual_information":
             raise ValueError("augment='cross_neighbors' needs pseudo-labels; it does not apply "
                              "to loss='mutual_information' (use augment='neighbors')")
+        if self.loss == "temi" and (images or self.augment not in ("neighbors",
+                                                                    "cross_neighbors")):
+            raise ValueError("loss='temi' trains on pairs of neighbours in the neighbour graph "
+                             "of feature vectors: it needs feature vectors and augment="
+                             f"'neighbors' or 'cross_neighbors', got augment={self.augment!r}"
+                             + (" on images" if images else ""))
         if self.solver == "sinkhorn" and self.fairness != "reverse":
             warn("fairness is ignored by solver='sinkhorn', which balances the clusters to the "
                  "prior exactly; it only changes the reported loss", UserWarning)
@@ -328,6 +343,11 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
             return {"logit_norm": True, **(self.model_params or {})}
         return self.model_params
 
+    def _build_model(self, input_shape, n_outputs, generator):
+        if self.loss == "temi" and self.model == "linear" and n_outputs > 1:
+            return TEMIHead(int(np.prod(input_shape)), n_outputs, generator=generator)
+        return super()._build_model(input_shape, n_outputs, generator)
+
     def _solver_method(self):
         if self.solver != "auto":
             return self.solver
@@ -340,6 +360,8 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
             objective = obj.AugmentedMutualInformationObjective(lam=self.lam, prior=prior)
         elif self.loss == "iic":
             objective = obj.InvariantInformationObjective(lam=self.lam)
+        elif self.loss == "temi":
+            objective = TEMIObjective(neighbors, EMATeacher(), self.n_clusters)
         else:
             objective = obj.SelfLabelingObjective(
                 lam=self.lam, prior=prior, loss=self.loss, fairness=self.fairness,
@@ -386,9 +408,12 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
     # ------------------------------------------------------------------ fitting
     def _train_once(self, X, source, seed, neighbors, labeled, prior, images, warm, epochs, tag):
         objective = self._make_objective(prior, neighbors, labeled)
+        callbacks = [CollapseWarning(prior)]
+        if self.loss == "temi":  # the EMA teacher follows the optimizer steps
+            callbacks.append(getattr(objective, "inner", objective).teacher)
         trainer, result = self._train(
             X, source, seed=seed, objective=objective, n_outputs=self.n_clusters, images=images,
-            views=self._views(images, neighbors), callbacks=[CollapseWarning(prior)], warm=warm,
+            views=self._views(images, neighbors), callbacks=callbacks, warm=warm,
             epochs=epochs, tag=tag)
         if self.refine_epochs and not warm and neighbors is not None:
             self._refine(trainer, source, neighbors, labeled, images)
