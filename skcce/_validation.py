@@ -14,6 +14,8 @@ import warnings
 import numpy as np
 from sklearn.utils.validation import column_or_1d
 
+from skcce._simplex import check_prior as check_simplex_prior
+
 __all__ = ["check_n_clusters", "check_float32_range", "check_prior",
            "check_partial_labels", "seeds_from", "user_stacklevel", "warn"]
 
@@ -119,8 +121,6 @@ def check_prior(prior, n_clusters, fairness="reverse"):
     """
     if prior is None:
         return None
-    from skcce._simplex import check_prior as check_simplex_prior
-
     return check_simplex_prior(prior, n_clusters, strictly_positive=fairness == "forward")
 
 

@@ -505,19 +505,17 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         """
         from skcce.selection import consensus_scores, validity_score
 
-        finite = [r for r in runs if np.isfinite(r.loss)]
+        finite = [i for i, r in enumerate(runs) if np.isfinite(r.loss)]
         scores = np.full(len(runs), np.nan)
         if len(finite) >= 3 or (len(finite) == 2 and not images):
-            labels = [r.log_proba.argmax(dim=1).numpy() for r in finite]
+            labels = [runs[i].log_proba.argmax(dim=1).numpy() for i in finite]
             if len(finite) >= 3:
-                values = consensus_scores(labels)
+                scores[finite] = consensus_scores(labels)
             else:
-                values = [validity_score(lab, X, random_state=0) for lab in labels]
-            for r, v in zip(finite, values, strict=True):
-                scores[runs.index(r)] = v
-            best = finite[int(np.argmax(values))]
+                scores[finite] = [validity_score(lab, X, random_state=0) for lab in labels]
+            best = runs[finite[int(np.argmax(scores[finite]))]]
         else:
-            best = min(finite or runs, key=lambda r: r.loss)
+            best = min([runs[i] for i in finite] or runs, key=lambda r: r.loss)
         best.init_scores = scores
         return best
 
