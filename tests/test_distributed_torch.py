@@ -95,6 +95,7 @@ def _worker(rank, port, out_dir, ckpt_dir):
         results["resumed"] = _fitted(resumed)
         results["saves"] = saves
         torch.save(results, f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # neither rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 
