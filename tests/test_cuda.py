@@ -49,11 +49,11 @@ def test_deep_fit_predict_on_cuda_with_bf16_autocast():
     assert seen.autocast == expected
     assert all(p.device.type == "cpu" for p in est.model_.parameters())
     proba = est.predict_proba(X)
-    assert proba.shape == (32, 2) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
+    assert proba.shape == (len(X), 2) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
     assert np.array_equal(est.predict(X), est.labels_)
     clf = CollisionClassifier(model=SmallCNN, batch_size=8, max_epochs=2, augment="default",
                               device="cuda", random_state=0).fit(X, tiny_images()[1])
-    assert clf.predict(X).shape == (32,)
+    assert clf.predict(X).shape == (len(X),)
 
 
 def test_image_batches_are_pinned_for_cuda():
@@ -88,3 +88,71 @@ def test_pickle_across_devices():
     np.testing.assert_allclose(loaded.predict_proba(X), on_gpu, atol=1e-4)
     back = pickle.loads(pickle.dumps(loaded.set_params(device="cuda")))
     np.testing.assert_allclose(back.predict_proba(X), on_gpu, atol=1e-6)
+
+
+def _blobs():
+    from sklearn.datasets import make_blobs
+
+    X, y = make_blobs(n_samples=600, n_features=16, centers=4, random_state=0)
+    return X.astype(np.float32), y
+
+
+@pytest.mark.parametrize("params", [
+    {},  # default: cross-neighbour pseudo-labels, EM on the host
+    {"n_init": 2},
+    {"loss": "temi"},
+    {"model": "mlp", "augment": None},
+])
+def test_feature_vectors_on_cuda_match_the_cpu_clustering(params):
+    from skcce.metrics import clustering_accuracy
+
+    X, y = _blobs()
+    seen = _Seen()
+    kw = {"max_epochs": 5, "random_state": 0} | params
+    gpu = CollisionClustering(4, device="cuda", callbacks=[seen], **kw).fit(X)
+    cpu = CollisionClustering(4, device="cpu", **kw).fit(X)
+    assert seen.device.type == "cuda"
+    assert clustering_accuracy(y, gpu.labels_) >= clustering_accuracy(y, cpu.labels_) - 0.02
+    assert clustering_accuracy(cpu.labels_, gpu.labels_) >= 0.98
+    proba = gpu.predict_proba(X)
+    assert np.allclose(proba.sum(axis=1), 1, atol=1e-5)
+
+
+def test_partial_fit_on_cuda():
+    X, _ = _blobs()
+    est = CollisionClustering(4, device="cuda", random_state=0, augment=None)
+    for chunk in np.array_split(X, 3):
+        est.partial_fit(chunk)
+    assert est.predict(X).shape == (600,)
+    assert np.isfinite(est.loss_curve_).all()
+
+
+def test_nccl_process_group_of_one_rank_fits_on_its_gpu(monkeypatch):
+    """The nccl backend initialises and a fit inside the group runs on ``cuda:LOCAL_RANK``.
+
+    Two nccl ranks need two GPUs (nccl refuses two ranks on one device); the
+    two-rank equality is tested with gloo in ``test_distributed_torch.py``.
+    """
+    import socket
+
+    import torch.distributed as dist
+
+    if not dist.is_nccl_available():
+        pytest.skip("torch built without nccl")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=0,
+                            world_size=1, device_id=torch.device("cuda", 0))
+    try:
+        X, _ = _blobs()
+        seen = _Seen()
+        est = CollisionClustering(4, device="cuda", max_epochs=3, random_state=0,
+                                  callbacks=[seen]).fit(X)
+        plain = CollisionClustering(4, device="cuda", max_epochs=3, random_state=0)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    assert seen.device == torch.device("cuda", 0)
+    np.testing.assert_array_equal(est.labels_, plain.fit(X).labels_)
