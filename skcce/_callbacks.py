@@ -184,10 +184,14 @@ class CollapseWarning(Callback):
     ----------
     prior : ndarray of shape (n_clusters,) or None
         Clusters with a zero prior may stay empty; None is uniform.
+    hint : str or None, default=None
+        A sentence about the data appended to the warning (e.g. from
+        :func:`standardization_hint`).
     """
 
-    def __init__(self, prior=None):
+    def __init__(self, prior=None, hint=None):
         self.prior = prior
+        self.hint = hint
 
     def on_train_end(self, trainer, result):
         if not result.n_epochs:  # nothing trained in this run (e.g. resumed at its end)
@@ -196,6 +200,56 @@ class CollapseWarning(Callback):
         wanted = np.ones(len(sizes), bool) if self.prior is None else np.asarray(self.prior) > 0
         empty = np.flatnonzero((sizes == 0) & wanted)
         if empty.size:
+            hint = f" {self.hint}" if self.hint else ""
             warn(f"{empty.size} of {len(sizes)} clusters received no points in the last epoch "
                  "(pseudo-label collapse). Raise lam (the fairness weight), lower lr, or lower "
-                 "n_clusters.", ConvergenceWarning)
+                 f"n_clusters.{hint}", ConvergenceWarning)
+
+
+#: rows read to judge the scale of the features (the first ones: a memmap reads one window)
+_HINT_ROWS = 2048
+
+
+def standardization_hint(X):
+    """A sentence advising standardization when the columns of ``X`` have very unequal scales.
+
+    The defaults were chosen on standardized features; on raw embeddings
+    (column standard deviations spread over orders of magnitude) the linear
+    head's logits are dominated by a few columns and the pseudo-labels can
+    collapse.  Only the first rows are read.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Feature vectors.
+
+    Returns
+    -------
+    hint : str or None
+        None when the column scales look standardized (median standard
+        deviation within [0.1, 10] and the 5th-95th percentile ratio below 100).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcce._callbacks import standardization_hint
+    >>> X = np.random.default_rng(0).normal(size=(500, 4))
+    >>> standardization_hint(X) is None
+    True
+    >>> X = X[:, :1] * np.logspace(-4, 1, 20)  # 20 columns, scales 1e-4 to 10
+    >>> print(standardization_hint(X))  # doctest: +ELLIPSIS
+    The features look unstandardized (column standard deviations from ... standardize them ...
+    """
+    sample = np.asarray(X[:_HINT_ROWS], dtype=np.float64)
+    if sample.ndim != 2 or sample.shape[0] < 2:
+        return None
+    std = sample.std(axis=0)
+    std = std[std > 0]
+    if std.size == 0:
+        return None
+    lo, med, hi = np.percentile(std, [5, 50, 95])
+    if 0.1 <= med <= 10 and hi <= 100 * lo:
+        return None
+    return (f"The features look unstandardized (column standard deviations from {lo:.2g} to "
+            f"{hi:.2g} in the first rows); standardize them first (e.g. StandardScaler in a "
+            "Pipeline), as the defaults assume.")

@@ -25,7 +25,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from skcce import _objectives as obj
 from skcce._base import _BaseTorchEstimator, shared_docs
-from skcce._callbacks import CollapseWarning, fixed_order
+from skcce._callbacks import CollapseWarning, fixed_order, standardization_hint
 from skcce._sources import TargetSource
 from skcce._temi import EMATeacher, TEMIHead, TEMIObjective
 from skcce._training import Trainer, TrainResult
@@ -417,7 +417,7 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
     # ------------------------------------------------------------------ fitting
     def _train_once(self, X, source, seed, neighbors, labeled, prior, images, warm, epochs, tag):
         objective = self._make_objective(prior, neighbors, labeled)
-        callbacks = [CollapseWarning(prior)]
+        callbacks = [CollapseWarning(prior, None if images else standardization_hint(X))]
         if self.loss == "temi":  # the EMA teacher follows the optimizer steps
             callbacks.append(getattr(objective, "inner", objective).teacher)
         trainer, result = self._train(

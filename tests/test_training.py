@@ -254,3 +254,23 @@ def test_infinite_reported_value_with_finite_loss_is_not_divergence():
         result = trainer.fit(ArraySource(_data()))
     assert result.n_epochs == 3 and not result.diverged
     assert all(r.loss == float("inf") for r in trainer.history)
+
+
+def test_collapse_warning_suggests_standardizing_unscaled_features():
+    from sklearn.datasets import load_digits
+
+    from skcce import CollisionClustering
+    from skcce._callbacks import standardization_hint
+
+    rng = np.random.default_rng(0)
+    assert standardization_hint(rng.normal(size=(300, 8))) is None
+    raw = rng.normal(size=(300, 8)) * np.logspace(-4, 1, 8)
+    assert "StandardScaler" in standardization_hint(raw)
+    trainer = _trainer(epochs=2, callbacks=[CollapseWarning(hint="Standardize first.")])
+    with pytest.warns(ConvergenceWarning, match="collapse.*Standardize first"):
+        trainer.fit(ArraySource(np.zeros((40, 4), dtype=np.float32)))
+    # the estimator passes the hint of its features: raw digits pixels (0-16, some
+    # constant columns) with lam=0 collapse
+    X = load_digits().data.astype(np.float32) * np.logspace(-3, 1, 64, dtype=np.float32)
+    with pytest.warns(ConvergenceWarning, match="unstandardized"):
+        CollisionClustering(10, lam=0.0, max_epochs=2, augment=None, random_state=0).fit(X)
