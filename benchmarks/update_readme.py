@@ -70,8 +70,9 @@ _FIXED_LEGEND = (
     _ACCURACY,
     ("min-max", "lowest and highest accuracy over the seeds"),
     ("lowest-loss seed", "accuracy of the seed whose fit ended with the lowest training loss: "
-                         "the run you would keep without labels (what `n_init` restarts "
-                         "keep); blank where the method has no such loss"),
+                         "the run a lowest-loss rule would keep without labels (skcce "
+                         "0.1's `n_init`; restarts are now kept by consensus, row n_init=3); "
+                         "blank where the method has no such loss"),
     ("NMI, ARI", "normalized mutual information and adjusted Rand index, means over seeds"),
     ("fit time (s)", "median seconds per fit; time / K-means: that time over the fit time of "
                      "`KMeans(n_init=10)` in the same run"),
