@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+from skcce._progress import progress_bar
 from skcce._validation import warn
 
 __all__ = ["Callback", "ProgressBar", "BatchNormRecalibration", "CollapseWarning",
@@ -99,7 +100,9 @@ def _sizes_str(sizes):
 class ProgressBar(Callback):
     """A tqdm bar over the epochs, with the epoch loss and the cluster sizes.
 
-    The estimators add it when ``verbose > 0``.
+    The estimators add it when ``verbose > 0``, labeled by the phase:
+    ``'epochs'`` (``'restart 2/5 epochs'`` for a restart of several) or
+    ``'refine'``.
 
     Parameters
     ----------
@@ -107,6 +110,12 @@ class ProgressBar(Callback):
         Number of epochs.
     desc : str, default='epochs'
         Label of the bar.
+
+    Examples
+    --------
+    >>> from skcce._callbacks import ProgressBar
+    >>> ProgressBar(5, desc="refine").desc
+    'refine'
     """
 
     def __init__(self, total, desc="epochs"):
@@ -115,9 +124,7 @@ class ProgressBar(Callback):
         self.bar = None
 
     def on_train_begin(self, trainer):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=self.total, desc=self.desc, leave=False)
+        self.bar = progress_bar(total=self.total, verbose=1, desc=self.desc, unit="epoch")
 
     def on_epoch_end(self, trainer, record):
         self.bar.update(1)

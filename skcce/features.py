@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from skcce._progress import progress_bar
 from skcce.augment import check_images, images_to_tensor
 from skcce.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 
@@ -139,8 +140,7 @@ def _extract_into(out, net, batches, size, device, bar):
             feats = net.forward_features(batch).float().cpu().numpy()
             out[start : start + len(feats)] = feats
             start += len(feats)
-            if bar is not None:
-                bar.update(len(feats))
+            bar.update(len(feats))
 
 
 def _default_device(device):
@@ -220,16 +220,12 @@ def extract_features(images, model="resnet50", *, weights="DEFAULT", batch_size=
     files = _list_image_files(images)
     n = len(files) if files is not None else len(images)
     out = np.empty((n, net.n_features), dtype=np.float32)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n, desc=f"{model} features", unit="img")
+    bar = progress_bar(total=n, verbose=progress, desc=f"{model} features", leave=True,
+                       unit="img")
     try:
         _extract_into(out, net, _batches(images, files, image_shape, batch_size, device),
                       size, device, bar)
     finally:
-        if bar is not None:
-            bar.close()  # ends the bar's line, also when a batch fails
+        bar.close()  # ends the bar's line, also when a batch fails
     logger.info("extracted %s features from %d images", out.shape, n)
     return out

@@ -31,6 +31,8 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array
 
+from skcce._progress import progress_bar
+
 __all__ = ["knn_indices", "augmentation_neighbors", "check_neighbors"]
 
 logger = logging.getLogger(__name__)
@@ -82,21 +84,13 @@ def _drop_self(indices, rows):
     return indices[~is_self].reshape(n_rows, k_plus_one - 1)
 
 
-def _progress(iterable, verbose, desc, total=None):
-    if verbose <= 0:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, total=total, leave=False)
-
-
 def _exact_knn(X, n_neighbors, batch_size, n_jobs, verbose=0):
     """Exact neighbours of every row among all rows, queried in chunks. No input validation."""
     n_samples = X.shape[0]
     nn = NearestNeighbors(n_neighbors=n_neighbors + 1, n_jobs=n_jobs).fit(X)
     out = np.empty((n_samples, n_neighbors), dtype=np.intp)
     starts = range(0, n_samples, batch_size)
-    for start in _progress(starts, verbose, "exact neighbours"):
+    for start in progress_bar(starts, verbose=verbose, desc="exact neighbours", unit="chunk"):
         stop = min(start + batch_size, n_samples)
         indices = nn.kneighbors(X[start:stop], return_distance=False)
         out[start:stop] = _drop_self(indices, np.arange(start, stop))
@@ -268,7 +262,8 @@ def _faiss_index(faiss, X, rng, verbose):
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
         index.nprobe = min(_IVF_NPROBE, nlist)
     total = -(-n_samples // _CHUNK)
-    for _, _, chunk in _progress(_chunks(X), verbose, "faiss index", total):
+    for _, _, chunk in progress_bar(_chunks(X), verbose=verbose, desc="faiss index",
+                                     total=total, unit="chunk"):
         index.add(chunk)
     return index
 
@@ -279,7 +274,8 @@ def _faiss_knn(X, n_neighbors, random_state, verbose):
     index = _faiss_index(faiss, X, check_random_state(random_state), verbose)
     out = np.empty((X.shape[0], n_neighbors + 1), dtype=np.int64)
     total = -(-X.shape[0] // _CHUNK)
-    for start, stop, chunk in _progress(_chunks(X), verbose, "faiss search", total):
+    for start, stop, chunk in progress_bar(_chunks(X), verbose=verbose,
+                                                desc="faiss search", total=total, unit="chunk"):
         out[start:stop] = index.search(chunk, n_neighbors + 1)[1]
     return out
 

@@ -31,6 +31,8 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_consistent_length, column_or_1d
 
+from skcce._progress import progress_bar
+
 __all__ = ["validity_score", "consensus_scores", "neighbor_agreement", "select_n_clusters",
            "SelectionResult"]
 
@@ -368,7 +370,8 @@ def select_n_clusters(X, candidates, estimator=None, *, scoring="validity", n_in
     rng = check_random_state(random_state)
     scores = np.empty(candidates.size)
     chosen = []
-    for i, k in enumerate(_progress(candidates, verbose)):
+    for i, k in enumerate(progress_bar(candidates, verbose=verbose, desc="n_clusters",
+                                       leave=True)):
         fits, labelings = [], []
         for _ in range(n_init):
             est = clone(estimator).set_params(n_clusters=int(k))
@@ -384,11 +387,3 @@ def select_n_clusters(X, candidates, estimator=None, *, scoring="validity", n_in
         chosen.append(fits[int(np.argmax(agreement))])
     best = int(np.argmax(scores))
     return SelectionResult(int(candidates[best]), candidates, scores, chosen[best])
-
-
-def _progress(items, verbose):
-    if verbose > 0:
-        from tqdm.auto import tqdm
-
-        return tqdm(items, desc="n_clusters")
-    return items
