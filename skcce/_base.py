@@ -280,11 +280,12 @@ class _BaseTorchEstimator(BaseEstimator):
 
     def _make_trainer(self, model, objective, *, generator, source, images, n_outputs,
                       views=None, callbacks=(), optimizer_state=None, epochs=None, lr=None,
-                      tol="default"):
+                      tol="default", desc="epochs"):
         """A :class:`Trainer` with the estimator's settings and callbacks.
 
         The callbacks run in this order: BatchNorm recalibration, the
-        subclass's ``callbacks``, the user's ``callbacks``, the progress bar.
+        subclass's ``callbacks``, the user's ``callbacks``, the progress bar
+        (labeled ``desc``, when ``verbose > 0``).
         A trailing batch with fewer rows than ``n_outputs`` (at least 2)
         joins the previous one: a batch that cannot hold every cluster would
         leave one empty by construction.
@@ -293,7 +294,7 @@ class _BaseTorchEstimator(BaseEstimator):
         epochs = self.max_epochs if epochs is None else epochs
         all_callbacks = [BatchNormRecalibration(source), *callbacks, *(self.callbacks or ())]
         if self.verbose > 0:
-            all_callbacks.append(ProgressBar(epochs))
+            all_callbacks.append(ProgressBar(epochs, desc))
         autocast = None  # bf16 for convolutional networks on GPUs that support it
         if device.type == "cuda" and images and torch.cuda.is_bf16_supported():
             autocast = torch.bfloat16
@@ -304,7 +305,7 @@ class _BaseTorchEstimator(BaseEstimator):
                        n_iter_no_change=self.n_iter_no_change, callbacks=all_callbacks,
                        optimizer_state=optimizer_state, autocast_dtype=autocast,
                        min_batch_size=self._min_batch_size(n_outputs),
-                       n_threads=self._n_threads()))
+                       n_threads=self._n_threads(), verbose=self.verbose))
 
     def _min_batch_size(self, n_outputs):
         return max(2, n_outputs)
@@ -325,11 +326,12 @@ class _BaseTorchEstimator(BaseEstimator):
         return estimator_checkpoint(self, X, tag=tag, y=y)
 
     def _train(self, X, source, *, seed, objective, n_outputs, images, views=None,
-               callbacks=(), warm=False, epochs=None, tag=""):
+               callbacks=(), warm=False, epochs=None, tag="", desc="epochs"):
         """One run: a new seeded model, or the fitted one on ``warm``; ``(trainer, result)``.
 
         A warm run continues the previous fit's optimizer and generator
-        states and neither resumes from nor writes a checkpoint.
+        states and neither resumes from nor writes a checkpoint.  ``desc``
+        labels the epochs' progress bar.
         """
         generator = torch.Generator().manual_seed(shared_seed(seed))  # same on every rank
         optimizer_state = None
@@ -342,7 +344,7 @@ class _BaseTorchEstimator(BaseEstimator):
         trainer = self._make_trainer(model, objective, generator=generator, source=source,
                                      images=images, n_outputs=n_outputs, views=views,
                                      callbacks=callbacks, optimizer_state=optimizer_state,
-                                     epochs=epochs)
+                                     epochs=epochs, desc=desc)
         epochs = self.max_epochs if epochs is None else epochs
         return trainer, self._fit_trainer(trainer, source, X, epochs=epochs, tag=tag,
                                           resume=not warm)
@@ -355,14 +357,17 @@ class _BaseTorchEstimator(BaseEstimator):
 
     # ------------------------------------------------------------------ prediction
     def _predictor(self, X, batch_size=None):
-        """``(trainer, X, layout)``: a prediction trainer for the fitted model and validated X."""
+        """``(trainer, X, layout)``: a prediction trainer for the fitted model and validated X.
+
+        With ``verbose > 0`` its passes show a progress bar over their batches.
+        """
         check_is_fitted(self, "model_")
         X, layout = self._validate_X(X, reset=False)
         device = self._device()
         model = self.model_ if device.type == "cpu" else copy.deepcopy(self.model_)
         batch_size = max(self.batch_size, 1024) if batch_size is None else batch_size
         return (Trainer(model, None, batch_size=batch_size, device=device,
-                        n_threads=self._n_threads()), X, layout)
+                        n_threads=self._n_threads(), verbose=self.verbose), X, layout)
 
     def _predict_log_proba(self, X):
         """:math:`\\ln\\sigma` of ``X`` as a float32 torch tensor, and the validated ``X``."""
@@ -476,7 +481,15 @@ _PARAMETER_DOCS = {
     caller's ``torch.set_num_threads``.  -1 uses every core (for
     convolutional networks on a CPU); results then depend on the count.""",
     "verbose": """verbose : int, default=0
-    > 0 shows a progress bar over epochs with the loss and cluster sizes.""",
+    > 0 shows a progress bar, with its rate and ETA, for each long phase:
+    the training epochs, with the loss and cluster (class) sizes
+    (``'epochs'``), and predictions (``'predict'``); for clustering also
+    the neighbour graph (``'exact neighbours'``, ``'faiss index'``,
+    ``'faiss search'``), the ``n_init`` restarts (``'restarts'``, with each
+    restart's bars labeled ``'restart 2/5 ...'``), the refinement
+    (``'refine targets'``, ``'refine'``) and the final evaluation of the
+    training data (``'evaluate'``, ``'evaluate loss'``).  Finished bars
+    are cleared; 0 shows nothing.""",
     "callbacks": """callbacks : list of skcce.Callback, default=None
     Hooks called by the training loop (``on_train_begin``,
     ``on_epoch_begin``, ``on_batch_end``, ``on_epoch_end``,

@@ -41,6 +41,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from skcce._callbacks import Callback
+from skcce._progress import progress_bar
 from skcce._sources import ArraySource
 from skcce._validation import warn
 
@@ -282,6 +283,10 @@ class Trainer:
         Intra-op threads of torch (and Numba) during :meth:`fit` and
         :meth:`predict_log_proba`, set by :func:`intra_op_threads` and
         restored afterwards; None keeps the caller's settings.
+    verbose : int, default=0
+        Above 0, :meth:`predict_log_proba` shows a progress bar over its
+        chunks (the epochs' bar is the :class:`~skcce._callbacks.ProgressBar`
+        callback).
 
     Attributes
     ----------
@@ -312,7 +317,7 @@ class Trainer:
     def __init__(self, model, objective, *, optimizer=None, batch_size=256, max_epochs=1,
                  device="cpu", generator=None, views=None, tol=1e-4, n_iter_no_change=10,
                  callbacks=(), optimizer_state=None, autocast_dtype=None, min_batch_size=2,
-                 n_threads=1):
+                 n_threads=1, verbose=0):
         self.model = model
         self.objective = objective
         self.optimizer = optimizer
@@ -328,6 +333,7 @@ class Trainer:
         self.autocast_dtype = autocast_dtype
         self.min_batch_size = int(min_batch_size)
         self.n_threads = n_threads
+        self.verbose = verbose
         self.stop_training = False
         self.shard = None  # set by skcce._distributed.data_parallel under torch.distributed
         self.history = []
@@ -524,28 +530,55 @@ class Trainer:
         return max(self.batch_size, rows)
 
     @torch.no_grad()
-    def predict_log_proba(self, source, order=None):
+    def predict_log_proba(self, source, order=None, desc="predict"):
         """:math:`\\ln \\sigma` for every row of ``source``, as a float32 CPU tensor (eval mode).
 
         Runs with ``n_threads`` intra-op threads, in chunks of
-        :meth:`predict_chunk_size` rows.
+        :meth:`predict_chunk_size` rows, with a progress bar over the chunks
+        when ``verbose > 0``.
+
+        Parameters
+        ----------
+        source : data source
+            The rows (:mod:`skcce._sources`).
+        order : ndarray of shape (n_rows,), default=None
+            The order in which rows are visited (e.g. a fixed shuffle);
+            None visits them in order.  The output is in row order either way.
+        desc : str, default='predict'
+            Label of the progress bar.
+
+        Returns
+        -------
+        log_proba : torch.Tensor of shape (n_rows, n_outputs)
+            :math:`\\ln\\sigma` of each row, float32, on the CPU.
+
+        Examples
+        --------
+        >>> import numpy as np, torch
+        >>> from skcce._sources import ArraySource
+        >>> from skcce._training import Trainer
+        >>> trainer = Trainer(torch.nn.Linear(2, 3), None)
+        >>> trainer.predict_log_proba(ArraySource(np.zeros((4, 2), np.float32))).shape
+        torch.Size([4, 3])
         """
         with intra_op_threads(self.n_threads):
-            return self._predict_log_proba(source, order)
+            return self._predict_log_proba(source, order, desc)
 
-    def _predict_log_proba(self, source, order):
+    def _predict_log_proba(self, source, order, desc):
         self.model.to(self.device).eval()
         n = len(source)
         order = np.arange(n) if order is None else order
         out = None
         chunk = self.predict_chunk_size(source)
-        for start in range(0, n, chunk):
-            idx = order[start:start + chunk]
-            x = self.to_device(source.rows(idx))
-            lp = torch.log_softmax(self.forward(x).float(), dim=1).cpu()
-            if out is None:
-                out = torch.empty((n, lp.shape[1]), dtype=torch.float32)
-            out[torch.from_numpy(np.asarray(idx))] = lp
+        with progress_bar(range(0, n, chunk), verbose=self.verbose, desc=desc,
+                          unit="batch") as bar:
+            for start in bar:
+                idx = order[start:start + chunk]
+                x = self.to_device(source.rows(idx))
+                lp = torch.log_softmax(self.forward(x).float(), dim=1).cpu()
+                if out is None:
+                    out = torch.empty((n, lp.shape[1]), dtype=torch.float32)
+                out[torch.from_numpy(np.asarray(idx))] = lp
         return out
 
 

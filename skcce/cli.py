@@ -492,7 +492,7 @@ def _build_parser():
     fit.add_argument("--out", help="save the cluster ids here (.npy; the suffix is added if "
                                    "missing); nothing is saved without it")
     fit.add_argument("--proba-out", help="save the cluster probabilities here (.npy)")
-    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit.add_argument("--quiet", action="store_true", help="no progress bars")
     fit.set_defaults(func=_cmd_fit)
 
     ext = sub.add_parser("extract", help="CNN features of images (the ResNet-50 workflow)")

@@ -26,6 +26,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from skcce import _objectives as obj
 from skcce._base import _BaseTorchEstimator, shared_docs
 from skcce._callbacks import CollapseWarning, fixed_order, standardization_hint
+from skcce._progress import progress_bar
 from skcce._sources import TargetSource
 from skcce._temi import EMATeacher, TEMIHead, TEMIObjective
 from skcce._training import Trainer, TrainResult
@@ -415,7 +416,9 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         return None
 
     # ------------------------------------------------------------------ fitting
-    def _train_once(self, X, source, seed, neighbors, labeled, prior, images, warm, epochs, tag):
+    def _train_once(self, X, source, seed, neighbors, labeled, prior, images, warm, epochs, tag,
+                    prefix=""):
+        """Train, refine and evaluate one restart; ``prefix`` labels its progress bars."""
         objective = self._make_objective(prior, neighbors, labeled)
         callbacks = [CollapseWarning(prior, None if images else standardization_hint(X))]
         if self.loss == "temi":  # the EMA teacher follows the optimizer steps
@@ -423,11 +426,11 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         trainer, result = self._train(
             X, source, seed=seed, objective=objective, n_outputs=self.n_clusters, images=images,
             views=self._views(images, neighbors), callbacks=callbacks, warm=warm,
-            epochs=epochs, tag=tag)
+            epochs=epochs, tag=tag, desc=prefix + "epochs")
         if self.refine_epochs and not warm and neighbors is not None:
-            self._refine(trainer, source, neighbors, labeled, images)
+            self._refine(trainer, source, neighbors, labeled, images, prefix)
         stats = objective.solver_stats()  # of training: the evaluation below solves again
-        loss, log_proba, y = self._evaluate(trainer, objective, source)
+        loss, log_proba, y = self._evaluate(trainer, objective, source, prefix)
         return _Run(loss=loss, result=result, trainer=trainer, log_proba=log_proba,
                     pseudo_labels=y, solver_stats=stats)
 
@@ -435,27 +438,37 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         """``n_clusters=1``: every point in the one cluster, nothing to train."""
         trainer, result = self._train(X, source, seed=seed, objective=None, n_outputs=1,
                                       images=images, epochs=0)
-        log_proba = trainer.predict_log_proba(source)
+        log_proba = trainer.predict_log_proba(source, desc="evaluate")
         result.converged = True
         return _Run(loss=0.0, result=result, trainer=trainer, log_proba=log_proba,
                     pseudo_labels=torch.ones_like(log_proba))
 
-    def _evaluate(self, trainer, objective, source):
+    def _evaluate(self, trainer, objective, source, prefix=""):
         """Loss, log-probabilities and pseudo-labels of the final model, without views.
 
         Rows are visited in a fixed shuffled order (sorted data must not give
-        single-class batches), in the batches training used.
+        single-class batches), in the batches training used.  With
+        ``verbose > 0`` the forward pass (``'evaluate'``) and the per-batch
+        loss and pseudo-labels (``'evaluate loss'``) show progress bars,
+        labeled after ``prefix``.
         """
         order = fixed_order(len(source))
-        log_proba = trainer.predict_log_proba(source, order)
+        log_proba = trainer.predict_log_proba(source, order, desc=prefix + "evaluate")
         trainer.batch_size, trainer.min_batch_size = (self.batch_size,
                                                       self._min_batch_size(self.n_clusters))
-        loss, y = obj.evaluate(objective, log_proba, trainer.batch_indices_from(order))
+        batches = trainer.batch_indices_from(order)
+        with progress_bar(batches, verbose=self.verbose, desc=prefix + "evaluate loss",
+                          unit="batch") as bar:
+            loss, y = obj.evaluate(objective, log_proba, bar)
         return loss, log_proba, y
 
-    def _refine(self, trainer, source, neighbors, labeled, images):
-        """Train ``trainer.model`` on neighbour-smoothed soft targets (``refine_epochs``)."""
-        proba = trainer.predict_log_proba(source).double().exp().numpy()
+    def _refine(self, trainer, source, neighbors, labeled, images, prefix=""):
+        """Train ``trainer.model`` on neighbour-smoothed soft targets (``refine_epochs``).
+
+        Its progress bars (``'refine targets'``, ``'refine'``) are labeled after ``prefix``.
+        """
+        proba = trainer.predict_log_proba(source, desc=prefix + "refine targets")
+        proba = proba.double().exp().numpy()
         targets = ((1 - _REFINE_SMOOTHING) * proba
                    + _REFINE_SMOOTHING * proba[neighbors].mean(axis=1))
         if labeled:
@@ -467,7 +480,7 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         refiner = self._make_trainer(trainer.model, obj.SoftTargetObjective("collision"),
                                      generator=trainer.generator, source=refine, images=images,
                                      n_outputs=self.n_clusters, epochs=self.refine_epochs,
-                                     lr=self.lr / 10, tol=None)
+                                     lr=self.lr / 10, tol=None, desc=prefix + "refine")
         refiner.fit(refine)
 
     def _prepare(self, X, y, warm):
@@ -494,13 +507,18 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
             return self._trivial_run(X, source, seed, images), False
         neighbors = self._neighbors(X, images, neighbors)
         runs = []
-        for i, seed in enumerate(seeds_from(self.random_state, n_init)):
-            run = self._train_once(X, source, seed, neighbors, labeled, prior, images, warm,
-                                   epochs, tag=str(i))
-            logger.info("init %d/%d: final loss %.6f", i + 1, n_init, run.loss)
-            runs.append(run)
-            if run.result.interrupted:
-                break
+        seeds = seeds_from(self.random_state, n_init)
+        with progress_bar(seeds, verbose=self.verbose if n_init > 1 else 0, desc="restarts",
+                          unit="restart") as bar:
+            for i, seed in enumerate(bar):
+                prefix = f"restart {i + 1}/{n_init} " if n_init > 1 else ""
+                run = self._train_once(X, source, seed, neighbors, labeled, prior, images, warm,
+                                       epochs, tag=str(i), prefix=prefix)
+                logger.info("init %d/%d: final loss %.6f", i + 1, n_init, run.loss)
+                bar.set_postfix(loss=f"{run.loss:.4f}")
+                runs.append(run)
+                if run.result.interrupted:
+                    break
         return self._choose_run(runs, X, images), runs[-1].result.interrupted
 
     def _choose_run(self, runs, X, images):
