@@ -224,8 +224,10 @@ def run_dataset(dataset, X, y, n_clusters, methods, seeds, extra, log):
 def _header(args, argv, datasets):
     lines = [
         "Hungarian accuracy in % (mean ± std over seeds, min-max), mean NMI and ARI, and the "
-        "median fit time; `time / K-means` divides by the median fit time of "
-        "`KMeans(n_clusters, n_init=10)` measured in the same run on the same data. "
+        "median fit time (wall-clock seconds); `time / K-means` divides by the median fit "
+        "time of `KMeans(n_clusters, n_init=10)` measured in the same run on the same data. "
+        "Wall-clock times move with whatever else the machine runs: two rows with the same "
+        "settings (CCE default and CCE + cross neighbours) show how far. "
         "Each method is fitted once on a few rows before the timed fits, so Numba compilation "
         "is not timed. `lowest-loss seed` is the accuracy of the seed with the lowest final "
         "self-labeling loss (`loss_`), i.e. what restarts chosen by the lowest loss (the "
