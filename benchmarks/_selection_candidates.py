@@ -1,12 +1,18 @@
 """Candidate label-free validity scores, measured by ``bench_model_selection.py``.
 
 Each candidate maps one fit (its labels, ``predict_proba`` and pseudo-labels)
-and a per-dataset context (a PCA embedding, its neighbour graph, optionally a
-UMAP embedding) to a number where higher should mean a better clustering.
-The best single-fit one ships as :func:`skcce.selection.validity_score`
-(scored by the benchmark itself, with its timing), the restart-based one as
-:func:`skcce.selection.consensus_scores`; the others stay here so the
+and a per-dataset context (a PCA embedding, neighbour graphs in it and in the
+features, optionally a UMAP embedding) to a number where higher should mean
+a better clustering.  The single-fit score that ``CollisionClustering.score``
+returns ships as :func:`skcce.selection.neighbor_information_score`, the one
+that chooses the number of clusters as :func:`skcce.selection.validity_score`
+(both scored by the benchmark itself, with their timing), the restart-based
+one as :func:`skcce.selection.consensus_scores`; the others stay here so the
 measurement can be rerun.
+
+Candidates are computed in groups (:func:`single_fit_candidates`,
+:func:`graph_candidates`), so the benchmark's per-fit cache of scores can be
+completed with a new group without recomputing the others.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from sklearn.metrics import (
 )
 from sklearn.neighbors import NearestNeighbors
 
+from skcce.selection import _drop_self
+
 N_NEIGHBORS = 10
 
 
@@ -34,9 +42,9 @@ def dataset_context(X, seed=0, umap=True):
     -------
     ctx : dict
         ``X``, ``Z`` (PCA-50), ``R`` (Gaussian random projection to 50-d),
-        ``knn`` (10 neighbours in ``Z``), ``U`` (UMAP-10 or None), ``half``
-        (a fixed random half of the rows), ``sub`` (2000 rows for
-        silhouettes), ``times`` (seconds of each part).
+        ``knn`` (10 neighbours in ``Z``), ``knn_x`` (10 neighbours in ``X``),
+        ``U`` (UMAP-10 or None), ``half`` (a fixed random half of the rows),
+        ``sub`` (2000 rows for silhouettes), ``times`` (seconds of each part).
     """
     rng = np.random.default_rng(seed)
     times = {}
@@ -46,6 +54,9 @@ def dataset_context(X, seed=0, umap=True):
     t = time.perf_counter()
     knn = NearestNeighbors(n_neighbors=N_NEIGHBORS + 1).fit(Z).kneighbors(Z)[1][:, 1:]
     times["knn"] = time.perf_counter() - t
+    t = time.perf_counter()
+    knn_x = _drop_self(NearestNeighbors(n_neighbors=N_NEIGHBORS + 1).fit(X).kneighbors(X)[1])
+    times["knn_x"] = time.perf_counter() - t
     R = (X @ rng.standard_normal((X.shape[1], 50)).astype(np.float32)) / np.sqrt(50)
     U = None
     if umap:
@@ -55,7 +66,7 @@ def dataset_context(X, seed=0, umap=True):
         U = umap_module.UMAP(n_components=10, random_state=seed).fit_transform(X)
         times["umap"] = time.perf_counter() - t
     perm = rng.permutation(len(X))
-    return {"kmeans_ref": {}, "X": X, "Z": Z, "R": R, "knn": knn, "U": U,
+    return {"kmeans_ref": {}, "X": X, "Z": Z, "R": R, "knn": knn, "knn_x": knn_x, "U": U,
             "half": perm[: len(X) // 2], "rest": perm[len(X) // 2:],
             "sub": perm[: min(2000, len(X))], "times": times}
 
@@ -144,12 +155,58 @@ def single_fit_candidates(fit, ctx):
     return out
 
 
+#: The candidates of :func:`graph_candidates`, in their order.
+GRAPH_NAMES = ("neighbor_information_pca", "modularity_features", "modularity_res2_features",
+               "modularity_res2_pca")
+
+
+def _edge_mutual_information(labels, knn, k):
+    """Mutual information (nats) of the clusters at the two ends of a symmetrized k-NN edge."""
+    joint = np.bincount((labels[:, None] * k + labels[knn]).ravel(), minlength=k * k)
+    joint = joint.reshape(k, k).astype(np.float64)
+    joint = (joint + joint.T) / (2 * joint.sum())
+    marginal = joint.sum(axis=1)
+    nz = joint > 0
+    return float((joint[nz] * np.log(joint[nz] / np.outer(marginal, marginal)[nz])).sum())
+
+
+def _modularity(labels, knn, k, resolution=1.0):
+    sizes = np.bincount(labels, minlength=k) / len(labels)
+    return float((labels[knn] == labels[:, None]).mean() - resolution * (sizes ** 2).sum())
+
+
+def graph_candidates(fit, ctx):
+    """Neighbour-graph candidates of one fit, beside the shipped ones.
+
+    ``neighbor_information_pca``: the shipped mutual information on the
+    PCA-50 graph instead of the features' graph; ``modularity_features``:
+    the shipped modularity (``validity``) on the features' graph;
+    ``modularity_res2_*``: modularity with the chance term doubled
+    (resolution 2, a value set by hand after a sweep over 0.5-4 on these
+    datasets: it is tuned on them), on either graph.
+    """
+    labels = np.asarray(fit["labels"])
+    k = int(np.asarray(fit["proba"]).shape[1])
+    out = {"neighbor_information_pca": _edge_mutual_information(labels, ctx["knn"], k),
+           "modularity_features": _modularity(labels, ctx["knn_x"], k),
+           "modularity_res2_features": _modularity(labels, ctx["knn_x"], k, 2.0),
+           "modularity_res2_pca": _modularity(labels, ctx["knn"], k, 2.0)}
+    assert tuple(out) == GRAPH_NAMES
+    return out
+
+
 def consensus_candidates(fits):
     """Restart-based candidates over a list of fits of the same data and K.
 
     ``consensus``: a fit's mean ARI to every other fit (any ``lam``);
-    ``stability``: the mean pairwise ARI of the fits with the same ``lam``
-    (a property of the setting, given to each of its fits).
+    ``stability_restarts``: the mean pairwise ARI of the fits with the same
+    ``lam`` (a property of the setting, given to each of its fits);
+    ``agreement_same_lam``: a fit's mean ARI to the other fits of its
+    ``lam`` (what the kept restart of an estimator whose restarts were
+    those fits could score itself by); ``agreement_same_lam_x_size_entropy``:
+    that times the normalized entropy of the fit's cluster sizes (a product
+    chosen after seeing the two candidates' tables on these datasets, not a
+    validated candidate).
     """
     n = len(fits)
     ari = np.eye(n)
@@ -166,7 +223,12 @@ def consensus_candidates(fits):
         setting = lams == lams[i]
         block = ari[np.ix_(setting, setting)]
         m = setting.sum()
+        k = np.asarray(fits[i]["proba"]).shape[1]
+        sizes = np.bincount(fits[i]["labels"], minlength=k) / len(fits[i]["labels"])
+        sizes = sizes[sizes > 0]
+        size_entropy = -(sizes * np.log(sizes)).sum() / np.log(k)
         out.append({"consensus": float(ari[i, others].mean()),
                     "stability_restarts": float((block.sum() - m) / max(m * (m - 1), 1)),
-                    "agreement_same_lam": float(stab)})
+                    "agreement_same_lam": float(stab),
+                    "agreement_same_lam_x_size_entropy": float(stab * size_entropy)})
     return out

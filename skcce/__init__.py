@@ -26,6 +26,7 @@ _EXPORTS = {
     "make_validity_scorer": "skcce.metrics",
     # label-free model selection
     "validity_score": "skcce.selection",
+    "neighbor_information_score": "skcce.selection",
     "consensus_scores": "skcce.selection",
     "select_n_clusters": "skcce.selection",
     # estimators

@@ -149,8 +149,9 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         that agrees most with the others (highest mean adjusted Rand index to
         them, :func:`skcce.selection.consensus_scores`) when there are three
         or more; of two, the one with the higher
-        :func:`skcce.selection.validity_score`.  On images, the lowest final
-        loss (:attr:`loss_`).  ``docs/benchmarks/model_selection.md`` has the
+        :func:`skcce.selection.neighbor_information_score` (what
+        :meth:`score` returns).  On images, the lowest final loss
+        (:attr:`loss_`).  ``docs/benchmarks/model_selection.md`` has the
         measurement behind this choice.
     augment : str, callable or None, default='cross_neighbors'
         Feature vectors: ``'neighbors'`` trains on :math:`\\sigma_i` averaged
@@ -526,11 +527,12 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
 
         Three or more restarts with a finite loss: the highest
         :func:`~skcce.selection.consensus_scores` (mean ARI to the other
-        restarts); two: the higher :func:`~skcce.selection.validity_score` on
-        feature vectors; images, or one restart: the lowest final loss.  The
-        scores of every restart are kept in ``init_scores_``.
+        restarts); two: the higher
+        :func:`~skcce.selection.neighbor_information_score` on feature vectors;
+        images, or one restart: the lowest final loss.  The scores of every
+        restart are kept in ``init_scores_``.
         """
-        from skcce.selection import consensus_scores, validity_score
+        from skcce.selection import consensus_scores, neighbor_information_score
 
         finite = [i for i, r in enumerate(runs) if np.isfinite(r.loss)]
         scores = np.full(len(runs), np.nan)
@@ -539,7 +541,8 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
             if len(finite) >= 3:
                 scores[finite] = consensus_scores(labels)
             else:
-                scores[finite] = [validity_score(lab, X, random_state=0) for lab in labels]
+                scores[finite] = [neighbor_information_score(lab, X, random_state=0)
+                                  for lab in labels]
             best = runs[finite[int(np.argmax(scores[finite]))]]
         else:
             best = min([runs[i] for i in finite] or runs, key=lambda r: r.loss)
@@ -754,15 +757,19 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
     def score(self, X, y=None):
         """Label-free validity of the clustering of ``X`` (higher is better).
 
-        On feature vectors, :func:`skcce.selection.validity_score`: the
-        modularity of the predicted clusters on the 10-nearest-neighbour
-        graph of ``X`` (in a 50-component PCA, on at most 10,000 rows).  It
-        depends on the labels and ``X`` only, not on ``lam`` or the loss, so
-        ``GridSearchCV`` without ``scoring`` compares settings by it; its
-        cost is a small fraction of a fit (see the model-selection guide for
-        the measurement).  On images, the negative self-labeling loss (eq.
-        11 or the chosen method's, averaged over batches of ``batch_size``):
-        the validity score was measured on feature vectors only.
+        On feature vectors, :func:`skcce.selection.neighbor_information_score`:
+        the mutual information between the predicted clusters of neighbouring
+        rows on the 10-nearest-neighbour graph of ``X`` (on at most 10,000
+        rows).  It depends on the labels and ``X`` only, not on ``lam`` or
+        the loss, so ``GridSearchCV`` without ``scoring`` compares settings
+        by it; its cost is a small fraction of a fit (see the
+        model-selection guide for the measurement).  Compare settings with
+        the same ``n_clusters`` only: the score grows with the number of
+        clusters (choose that with :func:`skcce.selection.select_n_clusters`).
+        The score is the same whatever ``n_init``: it rates the kept restart.
+        On images, the negative self-labeling loss (eq. 11 or the chosen
+        method's, averaged over batches of ``batch_size``): the label-free
+        scores were measured on feature vectors only.
 
         Parameters
         ----------
@@ -774,7 +781,7 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         Returns
         -------
         score : float
-            The validity score, or minus the mean loss on images.
+            The neighbour information score, or minus the mean loss on images.
 
         Examples
         --------
@@ -786,9 +793,9 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         True
         """
         if not self._is_images(X):
-            from skcce.selection import validity_score
+            from skcce.selection import neighbor_information_score
 
-            return float(validity_score(self, X, random_state=0))
+            return float(neighbor_information_score(self, X, random_state=0))
         return self._loss_score(X)
 
     def _loss_score(self, X):

@@ -154,15 +154,19 @@ against ``y``.
 
 
 class _ValidityScorer:
-    """Scorer ``scorer(estimator, X, y=None)`` returning :func:`skcce.selection.validity_score`."""
+    """Scorer ``scorer(estimator, X, y=None)`` returning a label-free score of the predictions."""
 
     def __init__(self, kwargs):
         self._kwargs = kwargs
 
     def __call__(self, estimator, X, y=None):
-        from skcce.selection import validity_score
+        from skcce import selection
 
-        return validity_score(estimator, X, **self._kwargs)
+        kwargs = dict(self._kwargs)
+        criterion = kwargs.pop("criterion", "information")
+        score = {"information": selection.neighbor_information_score,
+                 "modularity": selection.validity_score}[criterion]
+        return score(estimator, X, **kwargs)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
@@ -173,21 +177,24 @@ def make_validity_scorer(**kwargs):
     """Label-free scorer for ``GridSearchCV(scoring=...)``: the validity of the predicted clusters.
 
     The scorer calls ``estimator.predict(X)`` on the held-out rows and
-    returns :func:`skcce.selection.validity_score` of those labels on ``X``
-    (their modularity on the neighbour graph of ``X``); ``y`` is ignored,
-    so a search runs without labels.  Higher is better.  Compare settings
-    with the same number of clusters only, and read
-    ``docs/benchmarks/model_selection.md`` for how well it tracks accuracy:
-    when several fits per setting can be afforded,
+    returns :func:`skcce.selection.neighbor_information_score` of those
+    labels on ``X`` (the mutual information between the clusters of
+    neighbouring rows, the score ``CollisionClustering.score`` returns);
+    ``y`` is ignored, so a search runs without labels.  Higher is better.
+    Compare settings with the same number of clusters only (the score grows
+    with it), and read ``docs/benchmarks/model_selection.md`` for how well
+    it tracks accuracy: when several fits per setting can be afforded,
     :func:`skcce.selection.consensus_scores` over all of them tracked it
     better.
 
     Parameters
     ----------
     **kwargs
-        Keyword arguments of :func:`skcce.selection.validity_score`
-        (``n_neighbors``, ``n_components``, ``max_samples``,
-        ``random_state``).
+        ``criterion``: ``'information'`` (default,
+        :func:`skcce.selection.neighbor_information_score`) or
+        ``'modularity'`` (:func:`skcce.selection.validity_score`); the
+        other keyword arguments go to that function (``n_neighbors``,
+        ``n_components``, ``max_samples``, ``random_state``).
 
     Returns
     -------
@@ -203,14 +210,18 @@ def make_validity_scorer(**kwargs):
     >>> X, _ = make_blobs(n_samples=300, centers=3, cluster_std=0.5, random_state=0)
     >>> search = GridSearchCV(KMeans(3, random_state=0), {"n_init": [1, 3]},
     ...                       scoring=make_validity_scorer(random_state=0), cv=3).fit(X)
-    >>> bool(search.best_score_ > 0.6)
+    >>> bool(search.best_score_ > 1.0)  # log(3) = 1.099 for three separated blobs
     True
     """
-    from skcce.selection import validity_score  # noqa: F401  (fails early on a bad install)
+    from skcce.selection import neighbor_information_score  # noqa: F401  (fails early)
 
-    allowed = {"n_neighbors", "n_components", "max_samples", "random_state"}
+    allowed = {"criterion", "n_neighbors", "n_components", "max_samples", "random_state"}
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
         raise TypeError(f"make_validity_scorer got unexpected arguments {unknown}; "
                         f"allowed: {sorted(allowed)}")
+    criterion = kwargs.get("criterion", "information")
+    if criterion not in ("information", "modularity"):
+        raise ValueError("criterion must be 'information' or 'modularity', "
+                         f"got {criterion!r}")
     return _ValidityScorer(dict(kwargs))

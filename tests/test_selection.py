@@ -12,6 +12,7 @@ from skcce.selection import (
     SelectionResult,
     consensus_scores,
     neighbor_agreement,
+    neighbor_information_score,
     select_n_clusters,
     validity_score,
 )
@@ -41,6 +42,65 @@ def test_merging_blobs_scores_lower(blobs):
     merged = np.where(y == 2, 1, y)
     # every neighbour pair still agrees, but the chance term grows: 1 - (1/9 + 4/9)
     assert validity_score(merged, X, random_state=0) == pytest.approx(4 / 9, abs=1e-3)
+
+
+def test_information_of_separated_balanced_blobs_is_log_k(blobs):
+    X, y = blobs
+    # three equal blobs that few neighbour pairs cross: I = H(c) - H(c_j | c_i) ~ log 3
+    assert neighbor_information_score(y, X) == pytest.approx(np.log(3), abs=0.01)
+    random = np.random.default_rng(0).integers(0, 3, size=len(y))
+    assert 0 <= neighbor_information_score(random, X) < 0.01
+
+
+def test_information_of_merged_blobs_is_the_entropy_of_their_sizes(blobs):
+    X, y = blobs
+    merged = np.where(y == 2, 1, y)
+    # every neighbour pair still agrees; what is left is the entropy of sizes (1/3, 2/3)
+    sizes = np.array([1 / 3, 2 / 3])
+    assert neighbor_information_score(merged, X) == pytest.approx(-(sizes * np.log(sizes)).sum(),
+                                                                  abs=0.01)
+    assert neighbor_information_score(merged, X) < neighbor_information_score(y, X)
+
+
+def test_information_ranks_a_good_clustering_above_bad_ones_with_the_same_k():
+    X, y = make_blobs(n_samples=400, centers=4, cluster_std=0.6, random_state=1)
+    good = KMeans(4, n_init=10, random_state=0).fit_predict(X)
+    assert adjusted_rand_score(y, good) > 0.95
+    # a blob cut in two and two blobs merged: still four clusters
+    split_merge = y.copy()
+    split_merge[y == 1] = 0
+    first = np.flatnonzero(y == 2)
+    split_merge[first[X[first, 0] > np.median(X[first, 0])]] = 1
+    random = np.random.default_rng(0).integers(0, 4, size=len(y))
+    scores = [neighbor_information_score(labels, X) for labels in (good, split_merge, random)]
+    assert scores[0] > scores[1] > scores[2]
+
+
+def test_information_is_label_free_and_deterministic(blobs):
+    X, y = blobs
+    # relabelling changes nothing; no labels of the truth enter
+    assert neighbor_information_score((y + 1) % 3, X) == neighbor_information_score(y, X)
+    km = KMeans(3, n_init=3, random_state=0).fit(X)
+    assert neighbor_information_score(km, X) == neighbor_information_score(km.predict(X), X)
+    # subsampled and reduced by PCA: fixed by random_state
+    kw = dict(max_samples=150, n_components=1)
+    first = neighbor_information_score(y, X, random_state=0, **kw)
+    assert first == neighbor_information_score(y, X, random_state=0, **kw)
+    others = {neighbor_information_score(y, X, random_state=seed, **kw) for seed in range(1, 6)}
+    assert others != {first}  # the subset does depend on the seed
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"n_neighbors": 0}, "n_neighbors"),
+    ({"n_components": 1.5}, "n_components"),
+    ({"max_samples": 1}, "max_samples"),
+])
+def test_information_bad_parameters(blobs, bad, match):
+    X, y = blobs
+    with pytest.raises(ValueError, match=match):
+        neighbor_information_score(y, X, **bad)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        neighbor_information_score(y[:1], X[:1])
 
 
 def test_consensus_scores_by_hand():
@@ -95,6 +155,8 @@ def test_bad_input(blobs):
         validity_score(KMeans, X)
     with pytest.raises(TypeError, match="unexpected"):
         make_validity_scorer(lam=1.0)
+    with pytest.raises(ValueError, match="criterion"):
+        make_validity_scorer(criterion="loss")
 
 
 def test_scorer_in_grid_search_without_y(blobs):
@@ -108,9 +170,11 @@ def test_scorer_in_grid_search_without_y(blobs):
     scores = search.cv_results_["mean_test_score"]
     assert scores[1] > scores[0]
     scorer = make_validity_scorer(random_state=0)
-    assert scorer(search.best_estimator_, X) == validity_score(search.best_estimator_, X,
-                                                               random_state=0)
+    best = search.best_estimator_
+    assert scorer(best, X) == neighbor_information_score(best, X, random_state=0)
     assert "random_state=0" in repr(scorer)
+    modularity = make_validity_scorer(criterion="modularity", random_state=0)
+    assert modularity(best, X) == validity_score(best, X, random_state=0)
 
 
 def test_scorer_with_collision_clustering(blobs):
@@ -119,6 +183,10 @@ def test_scorer_with_collision_clustering(blobs):
     search = GridSearchCV(est, {"lam": [0.5, 2.0]}, scoring=make_validity_scorer(), cv=2)
     search.fit(X)
     assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    # without scoring, the search uses CollisionClustering.score: the same score
+    default = GridSearchCV(est, {"lam": [0.5, 2.0]}, cv=2).fit(X)
+    np.testing.assert_allclose(default.cv_results_["mean_test_score"],
+                               search.cv_results_["mean_test_score"])
 
 
 def test_select_n_clusters_finds_three_blobs(blobs):
