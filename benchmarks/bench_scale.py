@@ -513,7 +513,8 @@ def targets(rows, args):
     if a is not None and b is not None:
         s = math.log(b["CPU s"] / a["CPU s"]) / math.log(hi / lo)
         add(f"slope of log(fit CPU time) against log(M) at most {TARGET_SLOPE}",
-            f"M={lo:,} -> {hi:,}, D={d0}, K={k0}, {b['epochs']} epoch(s)",
+            f"M={lo:,} -> {hi:,}, D={d0}, K={k0}, {b['epochs']} epoch(s)"
+            + (f" ({a['storage']} -> {b['storage']})" if a["storage"] != b["storage"] else ""),
             f"{s:.3f} ({a['CPU s']:.3g} s -> {b['CPU s']:.3g} s)", s <= TARGET_SLOPE)
     else:
         add(f"slope of log(fit CPU time) against log(M) at most {TARGET_SLOPE}", "", "", None)
