@@ -18,7 +18,8 @@ import skcce  # noqa: E402
 # The benchmark scripts write markdown reports into docs/benchmarks/; the
 # reproduction pages include their reStructuredText conversion.
 REPORTS = ("fig1", "solvers", "fixed_features", "fixed_features_mnist70k",
-           "fixed_features_mnist70k_refine", "fixed_features_temi", "defaults_sweep", "deep",
+           "fixed_features_mnist70k_refine", "fixed_features_temi", "fixed_features_restarts",
+           "defaults_sweep", "deep",
            "deep_ablation", "deep_forward_reverse", "noisy_labels", "weak", "neighbors", "scale",
            "model_selection", "throughput", "throughput_collapse", "throughput_causes",
            "profile_step", "profile_step_8429dc0")
