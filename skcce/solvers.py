@@ -632,7 +632,12 @@ def _solve_batch(p, lam, prior, fairness="reverse", method="em", loss="collision
     (True, True, [0, 0, 1])
     """
     if method == "em":
-        res = _solve_em(p, lam, prior, max_iter, tol)
+        # The training loop's regime (lam of order 1, tol 1e-3, a cap of ~100 steps) keeps
+        # EM alone below _DUAL_MIN_LAM, as skcce 0.1 did: EM reaches such a tolerance in a
+        # few steps nearly always, and a hand-over in the rare slow batch would change seeded
+        # fits without a measured gain. The rate-based hand-over serves the front's tight
+        # tolerances (certified in the solver tests) and large lam.
+        res = _solve_em(p, lam, prior, max_iter, tol, dual=lam >= _DUAL_MIN_LAM)
     elif method == "pgd":
         res = _solve_pgd(p, lam, prior, fairness, loss, max_iter, tol, None, None, False)
     else:

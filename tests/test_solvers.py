@@ -644,3 +644,19 @@ def test_solve_batch_matches_the_front():
         np.testing.assert_allclose(y, ref.y, rtol=0, atol=1e-6)
     y, converged, _ = solvers._solve_batch(proba, 0.4, prior)
     assert y.dtype == np.float64 and converged
+
+
+def test_training_core_keeps_em_alone_below_the_dual_threshold():
+    # the per-batch core of the training loop runs EM alone for lam < 10 (seeded fits
+    # reproduce skcce 0.1's), even where the front would hand over to the dual
+    from skcce.solvers import _solve_batch, _solve_em
+
+    rng = np.random.default_rng(20)
+    proba = _dirichlet(rng, 256, 10)
+    u = np.full(10, 0.1)
+    y, _, n_iter = _solve_batch(proba, 4.0, u, max_iter=1000, tol=1e-6)
+    alone = _solve_em(proba, 4.0, u, 1000, 1e-6, dual=False)
+    np.testing.assert_array_equal(y, alone.y)
+    assert n_iter == alone.n_iter
+    front = solve_pseudo_labels(proba, 4.0, max_iter=1000, tol=1e-6)
+    assert front.n_iter < alone.n_iter  # the front hands over and finishes sooner
