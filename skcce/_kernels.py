@@ -32,6 +32,9 @@ _JIT = {"cache": True, "error_model": "numpy", "fastmath": _FAST}
 _NEWTON_MAX_ITER = 100
 _EPS = 2.220446049250313e-16
 _FLOOR = 1e-200
+# dual_row: a Newton correction on t below this (relative) that no longer
+# shrinks is rounding noise.
+_ROOT_NOISE = 1e-9
 
 
 @njit(**_JIT)
@@ -537,8 +540,37 @@ def _squarem_cycle(sigma, bufs, sums, dots, idx, prior, lam):
     return i2
 
 
+# EM's rate is measured over the last half of its steps, at least this many
+# (even: whole SQUAREM cycles).
+EM_RATE_WINDOW = 10
+
+
 @njit(**_JIT)
-def em_run(sigma, y, prior, lam, max_iter, tol, parallel, n_chunks, accelerate):
+def em_rate_window(n_iter):
+    """Steps over which EM's rate is measured at step ``n_iter`` (even)."""
+    return max(EM_RATE_WINDOW, 2 * (n_iter // 4))
+
+
+@njit(**_JIT)
+def em_too_slow(best, best_before, window, n_iter, tol, budget):
+    """Whether EM is predicted to miss ``tol`` by step ``budget``.
+
+    ``best`` is the smallest gap of the iterates (at the starts of SQUAREM
+    cycles) up to step ``n_iter``, ``best_before`` the same ``window`` steps
+    earlier; the prediction extrapolates their geometric rate (the smallest
+    gap, as SQUAREM's gaps jump up and down). A gap that did not decrease
+    over the window predicts never.
+    """
+    if best <= tol:
+        return False
+    if not best < best_before:
+        return True
+    per_step = np.log(best_before / best) / window
+    return n_iter + np.log(best / tol) / per_step > budget
+
+
+@njit(**_JIT)
+def em_run(sigma, y, prior, lam, max_iter, tol, parallel, n_chunks, accelerate, warmup, budget):
     """EM iterations for the collision + reverse-KL problem, in place on ``y``.
 
     Each EM step is one fused pass: E-step weights from the column sums of
@@ -547,7 +579,10 @@ def em_run(sigma, y, prior, lam, max_iter, tol, parallel, n_chunks, accelerate):
     iterate is ``<= tol``. With ``accelerate``, every two EM steps are
     followed by a SQUAREM extrapolation (Varadhan and Roland, 2008) that is
     kept only when it does not increase the objective, so the objective
-    still decreases monotonically.
+    still decreases monotonically. With ``budget > 0`` (and ``tol > 0``), EM
+    also stops, from step ``warmup`` on and at the start of a SQUAREM cycle,
+    as soon as :func:`em_too_slow` predicts that it will not reach ``tol``
+    by step ``budget``.
 
     Returns
     -------
@@ -566,17 +601,27 @@ def em_run(sigma, y, prior, lam, max_iter, tol, parallel, n_chunks, accelerate):
     bufs = np.empty((n_buf, m, n))
     sums = np.zeros((n_buf, n))
     dots = np.empty((n_buf, m))
+    watch = budget > 0 and tol > 0.0
+    best = np.empty(max_iter + 1 if watch else 0)  # smallest gap at cycle starts
     bufs[0] = y
     for i in range(m):
         sums[0] += y[i]
     row_dots(sigma, y, dots[0])
     a0, a1, a2, ap = 0, 1, 2, 3
-    n_iter, converged, gap = 0, False, np.inf
+    n_iter, converged, stopped, gap = 0, False, False, np.inf
     while n_iter < max_iter:
         gap = _em_from(sigma, bufs, sums, dots, a0, a1, prior, lam, work, parallel)
         if tol > 0.0 and gap <= tol:
             converged = True
             break
+        if watch:
+            best[n_iter] = gap if n_iter == 0 else min(gap, best[n_iter - (2 if accelerate else 1)])
+            window = em_rate_window(n_iter)
+            if n_iter >= max(warmup, window) and em_too_slow(
+                best[n_iter], best[n_iter - window], window, n_iter, tol, budget
+            ):
+                stopped = True
+                break
         n_iter += 1
         if not accelerate or n_iter >= max_iter:
             a0, a1 = a1, a0
@@ -587,12 +632,12 @@ def em_run(sigma, y, prior, lam, max_iter, tol, parallel, n_chunks, accelerate):
             converged = True
             break
         n_iter += 1
-        best = _squarem_cycle(sigma, bufs, sums, dots, (a0, a1, a2, ap), prior, lam)
-        if best == ap:
+        best_point = _squarem_cycle(sigma, bufs, sums, dots, (a0, a1, a2, ap), prior, lam)
+        if best_point == ap:
             a0, ap = ap, a0
         else:
             a0, a2 = a2, a0
-    if not converged:
+    if not (converged or stopped):
         gap = max(em_gap(sigma, bufs[a0], prior, lam), 0.0)
     y[:] = bufs[a0]
     return n_iter, converged, gap
@@ -681,21 +726,28 @@ def _softmax_moments(sigma, b, eps, t, y):
 def dual_row(sigma, b, eps, t0, y):
     """Solve the entropic row problem for one point by safeguarded Newton on ``t``.
 
-    ``t0`` is a warm start (used when inside the bracket). Writes ``y`` and
-    returns ``(t, sigma . y, Var_y(sigma), sum_k y_k ln y_k)``.
+    ``t0`` is a warm start (used when above the bracket's lower end; the
+    upper end, ``1 / f(lo)``, is then computed only when a Newton step is
+    rejected). Writes ``y`` and returns
+    ``(t, sigma . y, Var_y(sigma), sum_k y_k ln y_k)``.
     """
     smax = 0.0
     for k in range(sigma.shape[0]):
         smax = max(smax, float(sigma[k]))
     lo = 1.0 / smax
-    f, v, ent = _softmax_moments(sigma, b, eps, lo, y)
-    hi = 1.0 / f if f > 0.0 else np.inf
-    t = t0 if (t0 > lo and t0 < hi) else lo
+    if t0 > lo:
+        t, hi = t0, np.inf
+    else:
+        f, v, ent = _softmax_moments(sigma, b, eps, lo, y)
+        t, hi = lo, (1.0 / f if f > 0.0 else np.inf)
     last = np.inf
+    last_step = np.inf
     for _ in range(200):
         f, v, ent = _softmax_moments(sigma, b, eps, t, y)
         excess = t * f - 1.0
-        if excess == 0.0:
+        # t f = 1 to rounding: t is then within |excess| (relative) of the
+        # root, as d(t f)/dt >= f; a further step would only chase rounding.
+        if abs(excess) <= 8.0 * _EPS:
             break
         if excess < 0.0:
             lo = t
@@ -703,10 +755,23 @@ def dual_row(sigma, b, eps, t0, y):
             hi = t
         slope = f + t * v / eps
         new = t - excess / slope if slope > 0.0 else np.nan
+        step = abs(new - t)
+        # t is the root to rounding: the Newton correction is below the
+        # resolution of t, or tiny and no longer shrinking (F's rounding,
+        # amplified by about t / eps, keeps |F| above 8 eps; bisecting on it
+        # would only shrink the bracket, about 50 more passes).
+        if step <= 4.0 * _EPS * t or (step <= _ROOT_NOISE * t and step >= 0.5 * last_step):
+            break
         # F is sigmoid-like for small eps, where Newton can cycle inside the
         # bracket: bisect unless |F| at least halves.
         if not (new > lo and new < hi) or abs(excess) > 0.5 * last:
+            if hi == np.inf:  # the bracket's upper end, t* <= 1 / f(lo), on demand
+                f_lo = _softmax_moments(sigma, b, eps, lo, y)[0]
+                hi = 1.0 / f_lo if f_lo > 0.0 else np.inf
             new = 0.5 * (lo + hi) if hi < np.inf else 2.0 * t
+            last_step = np.inf
+        else:
+            last_step = step
         last = abs(excess)
         if abs(new - t) <= 4.0 * _EPS * t:
             t = new
