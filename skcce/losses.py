@@ -326,7 +326,45 @@ def mutual_information_loss(logits, prior=None, lam=1.0):
     return (cond_entropy + lam * kl_prior_forward(sigma.mean(dim=0), prior)).to(logits.dtype)
 
 
-class CollisionCrossEntropyLoss(nn.Module):
+class _SoftTargetLoss(nn.Module):
+    """Module form of a soft-target cross-entropy function (``_function``)."""
+
+    _function = None
+
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        self.reduction = reduction
+
+    def forward(self, logits, target):
+        """Compute the loss with this module's ``reduction``.
+
+        Parameters
+        ----------
+        logits : torch.Tensor of shape (n_samples, n_classes)
+            Unnormalized scores.
+        target : torch.Tensor of shape (n_samples, n_classes)
+            Soft labels, rows on the simplex.
+
+        Returns
+        -------
+        loss : torch.Tensor
+            A scalar, or one value per row for ``reduction='none'``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skcce.losses import CollisionCrossEntropyLoss, ShannonCrossEntropyLoss
+        >>> for module in (CollisionCrossEntropyLoss(), ShannonCrossEntropyLoss()):
+        ...     print(round(float(module(torch.zeros(2, 2), torch.eye(2))), 4))  # -ln(1/2)
+        0.6931
+        0.6931
+        """
+        return type(self)._function(logits, target, reduction=self.reduction)
+
+
+class CollisionCrossEntropyLoss(_SoftTargetLoss):
     """Module twin of :func:`collision_cross_entropy`.
 
     Parameters
@@ -343,39 +381,10 @@ class CollisionCrossEntropyLoss(nn.Module):
     1.3862...
     """
 
-    def __init__(self, reduction="mean"):
-        super().__init__()
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-        self.reduction = reduction
-
-    def forward(self, logits, target):
-        """Compute :func:`collision_cross_entropy` with this module's ``reduction``.
-
-        Parameters
-        ----------
-        logits : torch.Tensor of shape (n_samples, n_classes)
-            Unnormalized scores.
-        target : torch.Tensor of shape (n_samples, n_classes)
-            Soft labels, rows on the simplex.
-
-        Returns
-        -------
-        loss : torch.Tensor
-            A scalar, or one value per row for ``reduction='none'``.
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skcce.losses import CollisionCrossEntropyLoss
-        >>> loss = CollisionCrossEntropyLoss()(torch.zeros(2, 2), torch.eye(2))
-        >>> round(float(loss), 4)  # -ln(1/2)
-        0.6931
-        """
-        return collision_cross_entropy(logits, target, reduction=self.reduction)
+    _function = staticmethod(collision_cross_entropy)
 
 
-class ShannonCrossEntropyLoss(nn.Module):
+class ShannonCrossEntropyLoss(_SoftTargetLoss):
     """Module twin of :func:`shannon_cross_entropy` (soft targets).
 
     Parameters
@@ -391,36 +400,7 @@ class ShannonCrossEntropyLoss(nn.Module):
     0.6931
     """
 
-    def __init__(self, reduction="mean"):
-        super().__init__()
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-        self.reduction = reduction
-
-    def forward(self, logits, target):
-        """Compute :func:`shannon_cross_entropy` with this module's ``reduction``.
-
-        Parameters
-        ----------
-        logits : torch.Tensor of shape (n_samples, n_classes)
-            Unnormalized scores.
-        target : torch.Tensor of shape (n_samples, n_classes)
-            Soft labels, rows on the simplex.
-
-        Returns
-        -------
-        loss : torch.Tensor
-            A scalar, or one value per row for ``reduction='none'``.
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skcce.losses import ShannonCrossEntropyLoss
-        >>> loss = ShannonCrossEntropyLoss()(torch.zeros(2, 2), torch.eye(2))
-        >>> round(float(loss), 4)  # -ln(1/2)
-        0.6931
-        """
-        return shannon_cross_entropy(logits, target, reduction=self.reduction)
+    _function = staticmethod(shannon_cross_entropy)
 
 
 # --------------------------------------------------------------------------- numpy twins
