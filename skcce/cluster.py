@@ -140,8 +140,11 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
            1e-3 (was 1e-4): EM stops after fewer iterations per batch.
            The rows "CCE default, solver_tol=1e-4" and "..., 1e-2" of
            ``docs/benchmarks/fixed_features.md`` measure the choice: 1e-3
-           kept the mean accuracy within the seed spread of 1e-4 at a lower
-           fit time, while 1e-2 lost accuracy on the pretrained-CNN features.
+           kept the mean accuracy within the seed spread of 1e-4, while 1e-2
+           lost accuracy on the pretrained-CNN features. The time saved per
+           training step is in ``docs/benchmarks/profile_step.md`` (CPU
+           time; the wall-clock fit times of the fixed-feature report move
+           with the machine's load).
     {shared: model, model_params, optimizer, lr, weight_decay, optimizer_params}
     {shared: batch_size, max_epochs, tol, n_iter_no_change}
     n_init : int, default=1
