@@ -78,8 +78,9 @@ CCE_METHODS = {
     "CCE default, n_init=3": ("defaults, 3 restarts, the one agreeing most with the others "
                               "kept (consensus)", {"n_init": 3}),
     "CCE default, n_init=5": ("defaults, 5 restarts, consensus", {"n_init": 5}),
-    "CCE default, n_init=5 + refine": ("defaults, 5 restarts each refined for 5 epochs, "
-                                       "consensus", {"n_init": 5, "refine_epochs": 5}),
+    "CCE default, n_init=5 + refine": ("defaults, 5 restarts, consensus; the kept one refined "
+                                       "for 5 epochs on the restarts' aligned mean",
+                                       {"n_init": 5, "refine_epochs": 5}),
     "CCE default, solver_tol=1e-4": ("defaults with the solver tolerance of skcce 0.1", {
         "solver_tol": 1e-4}),
     "CCE default, solver_tol=1e-2": ("defaults with a 10x looser solver tolerance", {
@@ -275,8 +276,9 @@ def _extra(args):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS),
-                        help="names among digits, effnet, mnist (default: all three)")
+    parser.add_argument("--datasets", nargs="*", default=list(DATASETS),
+                        help="names among digits, effnet, mnist (default: all three; "
+                             "none, to run only --features)")
     parser.add_argument("--features", nargs="+", default=[],
                         help=".npz files with X (n, d) and y (n,) to benchmark as well")
     parser.add_argument("--methods", nargs="+", default=None, choices=method_names(),

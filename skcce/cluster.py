@@ -421,8 +421,11 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
 
     # ------------------------------------------------------------------ fitting
     def _train_once(self, X, source, seed, neighbors, labeled, prior, images, warm, epochs, tag,
-                    prefix=""):
-        """Train, refine and evaluate one restart; ``prefix`` labels its progress bars."""
+                    prefix="", refine=True):
+        """Train, refine (unless ``refine`` is False) and evaluate one restart.
+
+        ``prefix`` labels its progress bars.
+        """
         objective = self._make_objective(prior, neighbors, labeled)
         callbacks = [CollapseWarning(prior, None if images else standardization_hint(X))]
         if self.loss == "temi":  # the EMA teacher follows the optimizer steps
@@ -431,7 +434,7 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
             X, source, seed=seed, objective=objective, n_outputs=self.n_clusters, images=images,
             views=self._views(images, neighbors), callbacks=callbacks, warm=warm,
             epochs=epochs, tag=tag, desc=prefix + "epochs")
-        if self.refine_epochs and not warm and neighbors is not None:
+        if refine and self._refines(warm, neighbors):
             self._refine(trainer, source, neighbors, labeled, images, prefix)
         stats = objective.solver_stats()  # of training: the evaluation below solves again
         loss, log_proba, y = self._evaluate(trainer, objective, source, prefix)
@@ -466,13 +469,20 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
             loss, y = obj.evaluate(objective, log_proba, bar)
         return loss, log_proba, y
 
-    def _refine(self, trainer, source, neighbors, labeled, images, prefix=""):
+    def _refines(self, warm, neighbors):
+        """Whether fits run the refinement stage (``refine_epochs``, feature vectors)."""
+        return bool(self.refine_epochs) and not warm and neighbors is not None
+
+    def _refine(self, trainer, source, neighbors, labeled, images, prefix="", proba=None):
         """Train ``trainer.model`` on neighbour-smoothed soft targets (``refine_epochs``).
 
-        Its progress bars (``'refine targets'``, ``'refine'``) are labeled after ``prefix``.
+        The targets smooth ``proba`` (n, K), by default the model's own
+        predictions.  Its progress bars (``'refine targets'``, ``'refine'``)
+        are labeled after ``prefix``.
         """
-        proba = trainer.predict_log_proba(source, desc=prefix + "refine targets")
-        proba = proba.double().exp().numpy()
+        if proba is None:
+            proba = trainer.predict_log_proba(source, desc=prefix + "refine targets")
+            proba = proba.double().exp().numpy()
         targets = ((1 - _REFINE_SMOOTHING) * proba
                    + _REFINE_SMOOTHING * proba[neighbors].mean(axis=1))
         if labeled:
@@ -510,6 +520,8 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
             seed = seeds_from(self.random_state, 1)[0]
             return self._trivial_run(X, source, seed, images), False
         neighbors = self._neighbors(X, images, neighbors)
+        # Three or more restarts refine once, after the choice, on their consensus.
+        consensus = n_init >= 3 and self._refines(warm, neighbors)
         runs = []
         seeds = seeds_from(self.random_state, n_init)
         with progress_bar(seeds, verbose=self.verbose if n_init > 1 else 0, desc="restarts",
@@ -517,13 +529,40 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
             for i, seed in enumerate(bar):
                 prefix = f"restart {i + 1}/{n_init} " if n_init > 1 else ""
                 run = self._train_once(X, source, seed, neighbors, labeled, prior, images, warm,
-                                       epochs, tag=str(i), prefix=prefix)
+                                       epochs, tag=str(i), prefix=prefix, refine=not consensus)
                 logger.info("init %d/%d: final loss %.6f", i + 1, n_init, run.loss)
                 bar.set_postfix(loss=f"{run.loss:.4f}")
                 runs.append(run)
                 if run.result.interrupted:
                     break
-        return self._choose_run(runs, X, images), runs[-1].result.interrupted
+        interrupted = runs[-1].result.interrupted
+        best = self._choose_run(runs, X, images)
+        if consensus and not interrupted:
+            best = self._refine_consensus(best, runs, source, neighbors, labeled, prior, images)
+        return best, interrupted
+
+    def _refine_consensus(self, best, runs, source, neighbors, labeled, prior, images):
+        """Refine the kept restart on the restarts' consensus (``n_init >= 3``).
+
+        The soft memberships of every restart with a finite loss are aligned
+        to the kept one's clusters and averaged
+        (:func:`skcce.selection.aligned_mean_proba`); the refinement stage
+        then trains the kept model on that mean, smoothed over the
+        neighbours, and the model is evaluated again.  With fewer than three
+        finite restarts, the kept one is refined on its own predictions.
+        """
+        from skcce.selection import aligned_mean_proba
+
+        finite = [r for r in runs if np.isfinite(r.loss)]
+        proba = None
+        if len(finite) >= 3:
+            probas = [r.log_proba.double().exp().numpy() for r in finite]
+            proba = aligned_mean_proba(probas, reference=[r is best for r in finite].index(True))
+        self._refine(best.trainer, source, neighbors, labeled, images, "consensus ", proba)
+        objective = self._make_objective(prior, neighbors, labeled)
+        best.loss, best.log_proba, best.pseudo_labels = self._evaluate(
+            best.trainer, objective, source, "consensus ")
+        return best
 
     def _choose_run(self, runs, X, images):
         """The restart to keep: the one that agrees most with the others.

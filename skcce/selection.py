@@ -36,7 +36,7 @@ from sklearn.utils.validation import check_consistent_length, column_or_1d
 
 from skcce._progress import progress_bar
 
-__all__ = ["neighbor_information_score", "validity_score", "consensus_scores",
+__all__ = ["neighbor_information_score", "validity_score", "consensus_scores", "aligned_mean_proba",
            "neighbor_agreement", "select_n_clusters", "SelectionResult"]
 
 
@@ -351,6 +351,57 @@ def consensus_scores(labelings):
         for j in range(i + 1, n):
             ari[i, j] = ari[j, i] = adjusted_rand_score(labelings[i], labelings[j])
     return ari.sum(axis=1) / (n - 1)
+
+
+def aligned_mean_proba(probas, reference=0):
+    """Mean of soft clusterings of the same rows after matching their clusters to one of them.
+
+    Cluster ids are arbitrary in each clustering: cluster 3 of one restart
+    may be cluster 7 of another.  Each clustering's columns are permuted to
+    match the ``reference`` clustering (the permutation that maximises the
+    soft co-occurrence ``P_ref.T @ P``, solved by
+    :func:`scipy.optimize.linear_sum_assignment`), then the aligned
+    memberships are averaged.  Rows of the result stay on the simplex.
+
+    Parameters
+    ----------
+    probas : sequence of array-like of shape (n_samples, n_clusters)
+        Soft memberships (rows summing to one) of at least one clustering,
+        with the same number of clusters.
+    reference : int, default=0
+        Index in ``probas`` of the clustering whose cluster ids the result
+        keeps (e.g. the medoid of :func:`consensus_scores`).
+
+    Returns
+    -------
+    mean : ndarray of shape (n_samples, n_clusters)
+        Float64 average of the aligned memberships.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcce.selection import aligned_mean_proba
+    >>> a = np.array([[0.9, 0.1], [0.2, 0.8]])
+    >>> b = a[:, ::-1]  # the same clustering with its clusters swapped
+    >>> aligned_mean_proba([a, b]).tolist()
+    [[0.9, 0.1], [0.2, 0.8]]
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    probas = [check_array(p, dtype=np.float64) for p in probas]
+    if not probas:
+        raise ValueError("aligned_mean_proba needs at least one clustering")
+    if len({p.shape for p in probas}) != 1:
+        raise ValueError("every clustering in probas must have the same shape, got "
+                         f"{sorted({p.shape for p in probas})}")
+    if not (isinstance(reference, numbers.Integral) and -len(probas) <= reference < len(probas)):
+        raise ValueError(f"reference must index probas (0..{len(probas) - 1}), got {reference!r}")
+    ref = probas[reference]
+    total = np.zeros_like(ref)
+    for p in probas:
+        rows, cols = linear_sum_assignment(ref.T @ p, maximize=True)
+        total[:, rows] += p[:, cols]
+    return total / len(probas)
 
 
 def _drop_self(neighbors):

@@ -365,3 +365,38 @@ def test_refine_epochs_must_be_non_negative(blobs):
     X, _ = blobs
     with pytest.raises(ValueError, match="refine_epochs"):
         _est(refine_epochs=-1).fit(X)
+
+
+def test_three_restarts_refine_once_on_their_aligned_consensus(blobs, monkeypatch):
+    from skcce.selection import aligned_mean_proba
+
+    X, _ = blobs
+    calls, probas = [], []
+    refine = CollisionClustering._refine
+    evaluate = CollisionClustering._evaluate
+
+    def spy_refine(self, trainer, source, neighbors, labeled, images, prefix="", proba=None):
+        calls.append((prefix, proba))
+        return refine(self, trainer, source, neighbors, labeled, images, prefix, proba)
+
+    def spy_evaluate(self, trainer, objective, source, prefix=""):
+        out = evaluate(self, trainer, objective, source, prefix)
+        if not prefix.startswith("consensus"):
+            probas.append(out[1].double().exp().numpy())
+        return out
+
+    monkeypatch.setattr(CollisionClustering, "_refine", spy_refine)
+    monkeypatch.setattr(CollisionClustering, "_evaluate", spy_evaluate)
+    est = _est(n_init=3, refine_epochs=2).fit(X)
+    # the restarts are not refined one by one: one refinement, of the kept restart
+    assert len(calls) == 1 and calls[0][0] == "consensus "
+    kept = int(np.nanargmax(est.init_scores_))
+    assert np.allclose(calls[0][1], aligned_mean_proba(probas, reference=kept))
+    # the fitted model is the refined one, evaluated again
+    assert np.array_equal(est.predict(X), est.labels_)
+    assert not np.allclose(est.predict_proba(X), probas[kept], atol=1e-4)
+
+    calls.clear()
+    _est(n_init=2, refine_epochs=2).fit(X)  # fewer than three: each restart refines itself
+    assert [prefix for prefix, _ in calls] == ["restart 1/2 ", "restart 2/2 "]
+    assert all(proba is None for _, proba in calls)

@@ -238,3 +238,28 @@ def test_select_n_clusters_custom_scoring_and_errors(blobs):
         from sklearn.cluster import DBSCAN
 
         select_n_clusters(X, [2, 3], DBSCAN())
+
+
+def test_aligned_mean_proba_undoes_permutations_and_averages():
+    from skcce.selection import aligned_mean_proba
+
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(4), size=50)
+    q = rng.dirichlet(np.ones(4), size=50) * 0.2 + p * 0.8  # close to p
+    mean = aligned_mean_proba([p, p[:, [2, 0, 3, 1]], q[:, [1, 3, 0, 2]]])
+    assert np.allclose(mean, (2 * p + q) / 3)
+    assert np.allclose(mean.sum(axis=1), 1)
+    # the reference's cluster ids are kept
+    assert np.allclose(aligned_mean_proba([p[:, ::-1], p], reference=0), p[:, ::-1])
+
+
+def test_aligned_mean_proba_rejects_bad_input():
+    from skcce.selection import aligned_mean_proba
+
+    p = np.full((5, 2), 0.5)
+    with pytest.raises(ValueError, match="at least one"):
+        aligned_mean_proba([])
+    with pytest.raises(ValueError, match="same shape"):
+        aligned_mean_proba([p, np.full((5, 3), 1 / 3)])
+    with pytest.raises(ValueError, match="reference"):
+        aligned_mean_proba([p, p], reference=2)
