@@ -155,7 +155,10 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         :func:`skcce.selection.neighbor_information_score` (what
         :meth:`score` returns).  On images, the lowest final loss
         (:attr:`loss_`).  ``docs/benchmarks/model_selection.md`` has the
-        measurement behind this choice.
+        measurement behind this choice.  With three or more restarts and
+        ``refine_epochs``, the restarts are not refined one by one: the kept
+        one is refined once, on the mean of every restart's memberships
+        aligned to its clusters (:func:`skcce.selection.aligned_mean_proba`).
     augment : str, callable or None, default='cross_neighbors'
         Feature vectors: ``'neighbors'`` trains on :math:`\\sigma_i` averaged
         with :math:`\\sigma_j` of a random one of the ``n_neighbors`` nearest
@@ -187,7 +190,10 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         ``predict`` needs no neighbours. 0 turns it off; warm starts (and
         ``partial_fit`` calls after the first) skip it. ``refine_epochs=5``
         helped on the pretrained-CNN features and on MNIST pixels, and made no
-        difference on digits; see the Table 2 reproduction page.
+        difference on digits; see the Table 2 reproduction page. With
+        ``n_init >= 3`` the targets smooth the restarts' consensus instead
+        (see ``n_init``); ``n_init=5, refine_epochs=5`` is the configuration
+        the restart table of that page measures.
     {shared: n_augment, image_shape, checkpoint_dir, device, n_jobs, random_state, verbose}
     {shared: callbacks}
     warm_start : bool, default=False
