@@ -89,6 +89,9 @@ CCE_METHODS = {
         "model": "mlp"}),
     "CCE default + refine": ("defaults, then 5 epochs on neighbour-smoothed soft targets", {
         "refine_epochs": 5}),
+    "CCE MLP head, n_init=5 + refine": ("model='mlp', 5 restarts, consensus, the kept one "
+                                        "refined on the restarts' aligned mean",
+                                        {"model": "mlp", "n_init": 5, "refine_epochs": 5}),
     "TEMI": ("Adaloglou et al. 2023: EMA teacher, weighted PMI on kNN pairs (skcce._temi)", {
         "loss": "temi", "augment": "cross_neighbors", "n_init": 1}),
 }
@@ -136,7 +139,8 @@ def make_method(name, n_clusters, seed, extra):
 
 
 #: run only when named in --methods (the restart study of fixed_features_restarts.md)
-OPT_IN_METHODS = ("CCE default, n_init=5", "CCE default, n_init=5 + refine")
+OPT_IN_METHODS = ("CCE default, n_init=5", "CCE default, n_init=5 + refine",
+                  "CCE MLP head, n_init=5 + refine")
 
 
 def method_names():
