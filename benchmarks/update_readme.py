@@ -94,6 +94,21 @@ _MNIST70K_METHODS = ("K-means", "UMAP+K-means", "MI-GD", "SeLa", "MI-ADM", "CCE 
                      "CCE default", "CCE default, n_init=3", "CCE default, MLP head",
                      "CCE default + refine", "TEMI")
 
+FASHION10K_EFFNET = "Fashion-MNIST-10k EfficientNet-Lite0 features"
+_RESTART_METHODS = ("K-means", "UMAP+K-means", "CCE default", "CCE default + refine",
+                    "CCE default, n_init=3", "CCE default, n_init=5",
+                    "CCE default, n_init=5 + refine")
+_RESTART_DIGITS_METHODS = ("K-means", "UMAP+K-means", "CCE default", "CCE default, MLP head",
+                           "CCE default, n_init=5 + refine", "CCE MLP head, n_init=5 + refine")
+_RESTART_LEGEND = (
+    ("n_init=3, n_init=5", "restarts from different seeds, the one that agrees most with the "
+                           "others kept (consensus)"),
+    ("+ refine", "`refine_epochs=5`: one fit, then 5 epochs on its neighbour-smoothed "
+                 "predictions; with 5 restarts, the kept one is refined once, on the "
+                 "restarts' mean membership aligned to its clusters"),
+    ("UMAP+K-means", "UMAP to 10 dimensions, then `KMeans(n_init=10)`"),
+)
+
 REPORTS = (
     Report("fixed_features", "Fixed features (paper Table 2)",
            "python benchmarks/bench_fixed_features.py",
@@ -111,6 +126,26 @@ REPORTS = (
            _FIXED_LEGEND,
            values={"dataset": {"mnist": "MNIST-70k pixels"}},
            same={"CCE default": "CCE + cross neighbours"}, timing=_FIXED_TIMING),
+    Report("fixed_features_restarts", "Restarts and refinement, without labels",
+           "python benchmarks/bench_fixed_features.py --datasets effnet --features "
+           "~/.cache/skcce/fashion_train_effnet_lite0.npz --seeds 6 --methods "
+           + " ".join(f"'{m}'" for m in _RESTART_METHODS)
+           + " --output docs/benchmarks/fixed_features_restarts.md",
+           "Pretrained-CNN features of MNIST and of Fashion-MNIST (10,000 training images "
+           "each, 1280-d EfficientNet-Lite0 features, 10 clusters): what restarts kept by "
+           "consensus and the refinement stage buy, beside UMAP + K-means.",
+           _FIXED_LEGEND + _RESTART_LEGEND,
+           values={"dataset": {"effnet": MNIST10K_EFFNET,
+                               "fashion_train_effnet_lite0.npz": FASHION10K_EFFNET}},
+           timing=_FIXED_TIMING),
+    Report("fixed_features_restarts_digits", "Restarts and refinement on digits",
+           "python benchmarks/bench_fixed_features.py --datasets digits --seeds 6 --methods "
+           + " ".join(f"'{m}'" for m in _RESTART_DIGITS_METHODS)
+           + " --output docs/benchmarks/fixed_features_restarts_digits.md",
+           "scikit-learn's digits (1,797 images of 8x8 pixels, 10 clusters), the set where "
+           "UMAP + K-means leads: restarts and refinement with the linear and the MLP head.",
+           _FIXED_LEGEND + _RESTART_LEGEND,
+           values={"dataset": {"digits": "sklearn digits"}}, timing=_FIXED_TIMING),
     Report("solvers", "EM vs projected gradient descent (paper Table 1)",
            "python benchmarks/bench_solvers.py",
            "Seconds for the pseudo-label solvers to reach a Frank-Wolfe gap of 1e-4 with K = "

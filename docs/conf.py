@@ -19,6 +19,7 @@ import skcce  # noqa: E402
 # reproduction pages include their reStructuredText conversion.
 REPORTS = ("fig1", "solvers", "fixed_features", "fixed_features_mnist70k",
            "fixed_features_mnist70k_refine", "fixed_features_temi", "fixed_features_restarts",
+           "fixed_features_restarts_digits",
            "defaults_sweep", "deep",
            "deep_ablation", "deep_forward_reverse", "noisy_labels", "weak", "neighbors", "scale",
            "model_selection", "throughput", "throughput_collapse", "throughput_causes",
