@@ -1,7 +1,7 @@
 """Data-parallel training on ``torch.distributed`` (DistributedDataParallel).
 
-When a process group is initialized (``torchrun``, Ray Train's
-``TorchTrainer``, Spark's ``TorchDistributor``) and holds more than one
+When a process group is initialized (by the script under ``torchrun`` or
+Spark's ``TorchDistributor``, or by Ray Train's ``TorchTrainer``) and holds more than one
 process, every :class:`~skcce._training.Trainer` an estimator builds trains
 data-parallel.  Each rank:
 
