@@ -11,6 +11,7 @@ callback                   job
 :class:`ProgressBar`       tqdm bar over epochs with the loss and cluster sizes
 :class:`BatchNormRecalibration`  recompute BatchNorm statistics after training
 :class:`CollapseWarning`   warn when clusters are empty at the end (clustering)
+:class:`EmptyClusterRelocation`  give an empty cluster half of the largest one
 =========================  ===================================================
 
 A callback sees the trainer's ``model``, ``optimizer``, ``generator``,
@@ -28,7 +29,7 @@ from skcce._progress import progress_bar
 from skcce._validation import warn
 
 __all__ = ["Callback", "ProgressBar", "BatchNormRecalibration", "CollapseWarning",
-           "fixed_order"]
+           "EmptyClusterRelocation", "fixed_order"]
 
 
 class Callback:
@@ -211,6 +212,103 @@ class CollapseWarning(Callback):
             warn(f"{empty.size} of {len(sizes)} clusters received no points in the last epoch "
                  "(pseudo-label collapse). Raise lam (the fairness weight), lower lr, or lower "
                  f"n_clusters.{hint}", ConvergenceWarning)
+
+
+def output_layer(model, n_outputs):
+    """The model's last :class:`torch.nn.Linear` with ``n_outputs`` outputs, or None."""
+    last = None
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and module.out_features == n_outputs:
+            last = module
+    return last
+
+
+class EmptyClusterRelocation(Callback):
+    r"""After an epoch that left clusters empty, give each one half of the largest cluster.
+
+    With saturated predictions (a one-hot :math:`\sigma`), the collision
+    cross-entropy has no gradient toward a cluster that no point predicts, so
+    a cluster emptied early stays empty even on well-separated data; k-means
+    relocates an empty centre for the same reason.  At the end of such an
+    epoch, on a sample of the training rows, the largest cluster's rows (in
+    the input space of the model's output layer) are split by 2-means, and
+    the empty cluster's output row becomes the largest one's plus a
+    hyperplane between the two halves: the far half now predicts the empty
+    cluster.  The optimizer's running moments of that row are reset.  Epochs
+    with no empty cluster change nothing.
+
+    Parameters
+    ----------
+    source : training-data source
+        Gives ``len(source)`` and ``source.rows(indices)``.
+    prior : ndarray of shape (n_clusters,) or None
+        Clusters with a zero prior may stay empty; None is uniform.
+    max_rows : int, default=2048
+        Rows sampled to split the largest cluster.
+    random_state : int, default=0
+        Seed of the sample (drawn apart from the trainer's generator, so the
+        training's random stream is not shifted).
+    """
+
+    def __init__(self, source, prior=None, max_rows=2048, random_state=0):
+        self.source = source
+        self.prior = prior
+        self.max_rows = max_rows
+        self.random_state = random_state
+        self.n_relocated = 0
+
+    def on_epoch_end(self, trainer, record):
+        sizes = record.cluster_sizes
+        if record.diverged or len(sizes) < 2:
+            return
+        wanted = np.ones(len(sizes), bool) if self.prior is None else np.asarray(self.prior) > 0
+        empty = np.flatnonzero((sizes == 0) & wanted)
+        layer = output_layer(trainer.model, len(sizes))
+        if not empty.size or layer is None:
+            return
+        rng = np.random.default_rng([self.random_state, record.epoch])
+        n = len(self.source)
+        rows = np.sort(rng.choice(n, size=min(self.max_rows, n), replace=False))
+        inputs = []
+        hook = layer.register_forward_hook(lambda m, args, out: inputs.append(args[0].detach()))
+        try:
+            with torch.no_grad():
+                trainer.model.eval()
+                logits = trainer.forward(trainer.to_device(self.source.rows(rows)))
+        finally:
+            hook.remove()
+        h = inputs[-1].double().cpu().numpy()
+        assigned = logits.argmax(dim=1).cpu().numpy()
+        for k in empty:
+            self._relocate(trainer, layer, h, assigned, int(k))
+
+    def _relocate(self, trainer, layer, h, assigned, k):
+        from sklearn.cluster import KMeans
+
+        j = int(np.bincount(assigned, minlength=layer.out_features).argmax())
+        members = np.flatnonzero(assigned == j)
+        if len(members) < 2:
+            return
+        halves = KMeans(2, n_init=1, random_state=0).fit(h[members])
+        c1, c2 = halves.cluster_centers_
+        d = c2 - c1
+        norm2 = float(d @ d)
+        if not norm2 > 0:
+            return
+        beta = 4.0 / norm2  # logit(k) - logit(j) = -2 at c1, +2 at c2
+        with torch.no_grad():
+            w, b = layer.weight, layer.bias
+            w[k] = w[j] + torch.as_tensor(beta * d, dtype=w.dtype, device=w.device)
+            if b is not None:
+                b[k] = b[j] - beta * float(d @ (c1 + c2) / 2)
+            for p in (w, b):
+                state = {} if p is None or trainer.optimizer is None else \
+                    trainer.optimizer.state.get(p, {})
+                for value in state.values():
+                    if torch.is_tensor(value) and value.shape == p.shape:
+                        value[k] = 0
+        assigned[members[halves.labels_ == 1]] = k
+        self.n_relocated += 1
 
 
 #: rows read to judge the scale of the features (the first ones: a memmap reads one window)

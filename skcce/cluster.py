@@ -25,7 +25,12 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from skcce import _objectives as obj
 from skcce._base import _BaseTorchEstimator, shared_docs
-from skcce._callbacks import CollapseWarning, fixed_order, standardization_hint
+from skcce._callbacks import (
+    CollapseWarning,
+    EmptyClusterRelocation,
+    fixed_order,
+    standardization_hint,
+)
 from skcce._progress import progress_bar
 from skcce._sources import TargetSource
 from skcce._temi import EMATeacher, TEMIHead, TEMIObjective
@@ -434,6 +439,8 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         """
         objective = self._make_objective(prior, neighbors, labeled)
         callbacks = [CollapseWarning(prior, None if images else standardization_hint(X))]
+        if self.loss == "collision":  # the baselines run as published
+            callbacks.insert(0, EmptyClusterRelocation(source, prior))
         if self.loss == "temi":  # the EMA teacher follows the optimizer steps
             callbacks.append(getattr(objective, "inner", objective).teacher)
         trainer, result = self._train(

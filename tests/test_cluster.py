@@ -400,3 +400,81 @@ def test_three_restarts_refine_once_on_their_aligned_consensus(blobs, monkeypatc
     _est(n_init=2, refine_epochs=2).fit(X)  # fewer than three: each restart refines itself
     assert [prefix for prefix, _ in calls] == ["restart 1/2 ", "restart 2/2 "]
     assert all(proba is None for _, proba in calls)
+
+
+# ----------------------------------------------------------------- empty clusters
+def _easy_blobs(n=3000):
+    # well separated, unstandardized: the predictions saturate in the first epoch and,
+    # without relocation, clusters emptied then never come back (see EmptyClusterRelocation)
+    X, y = make_blobs(n_samples=n, n_features=64, centers=10, random_state=0)
+    return X.astype(np.float32), y
+
+
+def test_default_finds_every_blob_on_easy_data():
+    from skcce.metrics import clustering_accuracy
+
+    X, y = _easy_blobs()
+    est = CollisionClustering(10, max_epochs=6, random_state=0).fit(X)
+    assert (est.cluster_sizes_ > 0).all()
+    assert clustering_accuracy(y, est.labels_) == 1.0
+
+
+def test_without_relocation_the_easy_blobs_collapse(monkeypatch):
+    # the regression the relocation fixes: the same fit with the callback disabled
+    from skcce._callbacks import EmptyClusterRelocation
+
+    monkeypatch.setattr(EmptyClusterRelocation, "on_epoch_end", lambda self, t, r: None)
+    X, _ = _easy_blobs()
+    with pytest.warns(ConvergenceWarning, match="received no points"):
+        est = CollisionClustering(10, max_epochs=6, random_state=0).fit(X)
+    assert (est.cluster_sizes_ == 0).any()
+
+
+def test_relocation_splits_the_largest_cluster_and_resets_its_moments():
+    import torch
+
+    from skcce._callbacks import EmptyClusterRelocation
+    from skcce._sources import ArraySource
+    from skcce._training import EpochRecord
+
+    X = np.concatenate([np.full((50, 2), -5.0), np.full((50, 2), 5.0)]) + \
+        np.random.default_rng(0).normal(scale=0.1, size=(100, 2))
+    X = X.astype(np.float32)
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():  # every row predicts cluster 0; cluster 1 is empty
+        model.weight.zero_()
+        model.bias.copy_(torch.tensor([1.0, -1.0]))
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.from_numpy(X)).sum().backward()
+    optimizer.step()
+
+    class _Trainer:  # what the callback uses of a Trainer
+        def __init__(self):
+            self.model, self.optimizer = model, optimizer
+
+        def forward(self, x):
+            return self.model(x)
+
+        def to_device(self, x):
+            return x
+
+    source = ArraySource(X)
+    callback = EmptyClusterRelocation(source)
+    record = EpochRecord(epoch=0, loss=1.0, cluster_sizes=np.array([100, 0]), n_batches=1,
+                         duration=0.0)
+    callback.on_epoch_end(_Trainer(), record)
+    assert callback.n_relocated == 1
+    with torch.no_grad():
+        labels = model(torch.from_numpy(X)).argmax(dim=1).numpy()
+    assert set(labels[:50]) != set(labels[50:])  # the two groups are now apart
+    assert np.bincount(labels, minlength=2).min() == 50
+    for p in (model.weight, model.bias):
+        state = optimizer.state[p]
+        assert torch.all(state["exp_avg"][1] == 0) and torch.all(state["exp_avg_sq"][1] == 0)
+        assert torch.any(state["exp_avg_sq"][0] != 0)  # the other rows keep theirs
+    # an epoch with no empty cluster changes nothing
+    before = [p.detach().clone() for p in model.parameters()]
+    callback.on_epoch_end(_Trainer(), EpochRecord(epoch=1, loss=1.0,
+                                                  cluster_sizes=np.array([50, 50]),
+                                                  n_batches=1, duration=0.0))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
