@@ -255,7 +255,10 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
     (``model_params={'logit_norm': False}`` turns that off): a network
     trained from scratch starts with nearly every image in one cluster, and
     under the collision cross-entropy an empty cluster receives no gradient,
-    so without it deep mode collapses.
+    so without it deep mode collapses.  On feature vectors, an epoch that
+    leaves a cluster empty is followed by a relocation, as in k-means: the
+    largest cluster is split in two and the empty cluster's output takes one
+    half (``skcce._callbacks.EmptyClusterRelocation``; ``loss='collision'``).
 
     Ctrl-C (``KeyboardInterrupt``) during ``fit`` keeps the model trained so
     far, with every fitted attribute set, and then re-raises, so that a loop
@@ -439,8 +442,8 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         """
         objective = self._make_objective(prior, neighbors, labeled)
         callbacks = [CollapseWarning(prior, None if images else standardization_hint(X))]
-        if self.loss == "collision":  # the baselines run as published
-            callbacks.insert(0, EmptyClusterRelocation(source, prior))
+        if self.loss == "collision" and not images:  # baselines as published; deep mode
+            callbacks.insert(0, EmptyClusterRelocation(source, prior))  # has logit_norm
         if self.loss == "temi":  # the EMA teacher follows the optimizer steps
             callbacks.append(getattr(objective, "inner", objective).teacher)
         trainer, result = self._train(
