@@ -156,3 +156,26 @@ def test_nccl_process_group_of_one_rank_fits_on_its_gpu(monkeypatch):
         dist.destroy_process_group()
     assert seen.device == torch.device("cuda", 0)
     np.testing.assert_array_equal(est.labels_, plain.fit(X).labels_)
+
+
+def test_empty_cluster_relocation_on_cuda():
+    # easy, unstandardized blobs empty clusters in the first epoch: the relocation
+    # (sample forward, output row and Adam moments edited in place) runs on the GPU
+    from sklearn.datasets import make_blobs
+
+    from skcce._callbacks import EmptyClusterRelocation
+
+    calls = []
+    relocate = EmptyClusterRelocation._relocate
+
+    def spy(self, trainer, layer, *args):
+        calls.append(layer.weight.device.type)
+        return relocate(self, trainer, layer, *args)
+
+    X, _ = make_blobs(n_samples=3000, n_features=64, centers=10, random_state=0)
+    X = X.astype(np.float32)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(EmptyClusterRelocation, "_relocate", spy)
+        est = CollisionClustering(10, max_epochs=6, random_state=0, device="cuda").fit(X)
+    assert calls and set(calls) == {"cuda"}
+    assert (est.cluster_sizes_ > 0).all()
