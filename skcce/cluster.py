@@ -64,6 +64,7 @@ class _Run:
     pseudo_labels: torch.Tensor | None
     solver_stats: tuple = (0, 0)
     init_scores: np.ndarray | None = None  # the restarts' scores, on the kept run
+    objective: object = None  # what it trained on: a later evaluation needs the same
 
 
 @shared_docs
@@ -455,7 +456,7 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         stats = objective.solver_stats()  # of training: the evaluation below solves again
         loss, log_proba, y = self._evaluate(trainer, objective, source, prefix)
         return _Run(loss=loss, result=result, trainer=trainer, log_proba=log_proba,
-                    pseudo_labels=y, solver_stats=stats)
+                    pseudo_labels=y, solver_stats=stats, objective=objective)
 
     def _trivial_run(self, X, source, seed, images):
         """``n_clusters=1``: every point in the one cluster, nothing to train."""
@@ -554,18 +555,20 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         interrupted = runs[-1].result.interrupted
         best = self._choose_run(runs, X, images)
         if consensus and not interrupted:
-            best = self._refine_consensus(best, runs, source, neighbors, labeled, prior, images)
+            best = self._refine_consensus(best, runs, source, neighbors, labeled, images)
         return best, interrupted
 
-    def _refine_consensus(self, best, runs, source, neighbors, labeled, prior, images):
+    def _refine_consensus(self, best, runs, source, neighbors, labeled, images):
         """Refine the kept restart on the restarts' consensus (``n_init >= 3``).
 
         The soft memberships of every restart with a finite loss are aligned
         to the kept one's clusters and averaged
         (:func:`skcce.selection.aligned_mean_proba`); the refinement stage
         then trains the kept model on that mean, smoothed over the
-        neighbours, and the model is evaluated again.  With fewer than three
-        finite restarts, the kept one is refined on its own predictions.
+        neighbours, and the model is evaluated again, on the objective it
+        trained on (a TEMI head, for one, has its own outputs).  With fewer
+        than three finite restarts, the kept one is refined on its own
+        predictions.
         """
         from skcce.selection import aligned_mean_proba
 
@@ -575,9 +578,8 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
             probas = [r.log_proba.double().exp().numpy() for r in finite]
             proba = aligned_mean_proba(probas, reference=[r is best for r in finite].index(True))
         self._refine(best.trainer, source, neighbors, labeled, images, "consensus ", proba)
-        objective = self._make_objective(prior, neighbors, labeled)
         best.loss, best.log_proba, best.pseudo_labels = self._evaluate(
-            best.trainer, objective, source, "consensus ")
+            best.trainer, best.objective, source, "consensus ")
         return best
 
     def _choose_run(self, runs, X, images):
