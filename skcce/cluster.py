@@ -194,7 +194,8 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         trained on the fixed soft targets :math:`t` by the collision
         cross-entropy, at a tenth of ``lr``. The model stays inductive:
         ``predict`` needs no neighbours. 0 turns it off; warm starts (and
-        ``partial_fit`` calls after the first) skip it. ``refine_epochs=5``
+        ``partial_fit`` calls after the first) skip it, and so does
+        ``loss='temi'`` (with a warning: its model has several heads). ``refine_epochs=5``
         helped on the pretrained-CNN features and on MNIST pixels, and made no
         difference on digits; see the Table 2 reproduction page. With
         ``n_init >= 3`` the targets smooth the restarts' consensus instead
@@ -362,6 +363,9 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         if self.refine_epochs and (images or self.augment is None) and not self._warm():
             warn("refine_epochs needs the neighbour graph of feature vectors (augment="
                  "'neighbors' or 'cross_neighbors'); it is ignored here", UserWarning)
+        elif self.refine_epochs and self.loss == "temi" and not self._warm():
+            warn("refine_epochs is not supported with loss='temi' (its model has several "
+                 "heads); it is ignored here", UserWarning)
 
     def _warm(self):
         return self.warm_start and hasattr(self, "model_")
@@ -488,7 +492,8 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
 
     def _refines(self, warm, neighbors):
         """Whether fits run the refinement stage (``refine_epochs``, feature vectors)."""
-        return bool(self.refine_epochs) and not warm and neighbors is not None
+        return (bool(self.refine_epochs) and not warm and neighbors is not None
+                and self.loss != "temi")
 
     def _refine(self, trainer, source, neighbors, labeled, images, prefix="", proba=None):
         """Train ``trainer.model`` on neighbour-smoothed soft targets (``refine_epochs``).

@@ -478,3 +478,13 @@ def test_relocation_splits_the_largest_cluster_and_resets_its_moments():
                                                   cluster_sizes=np.array([50, 50]),
                                                   n_batches=1, duration=0.0))
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("n_init", [1, 3])
+def test_refine_with_temi_warns_and_is_ignored(blobs, n_init):
+    # TEMI's model has several heads: refining it on K-column targets used to crash
+    X, _ = blobs
+    with pytest.warns(UserWarning, match="refine_epochs is not supported with loss='temi'"):
+        est = _est(loss="temi", refine_epochs=2, n_init=n_init, max_epochs=3).fit(X)
+    plain = _est(loss="temi", n_init=n_init, max_epochs=3).fit(X)
+    assert np.allclose(est.predict_proba(X), plain.predict_proba(X))
