@@ -22,7 +22,7 @@ REPORTS = ("fig1", "solvers", "fixed_features", "fixed_features_mnist70k",
            "fixed_features_restarts_digits",
            "defaults_sweep", "deep",
            "deep_ablation", "deep_forward_reverse", "noisy_labels", "weak", "neighbors", "scale",
-           "model_selection", "throughput", "throughput_collapse", "throughput_causes",
+           "model_selection", "merge", "throughput", "throughput_collapse", "throughput_causes",
            "profile_step", "profile_step_8429dc0")
 mdtables.convert_folder(HERE / "benchmarks", HERE / "_generated", names=REPORTS)
 

@@ -29,6 +29,7 @@ _EXPORTS = {
     "neighbor_information_score": "skcce.selection",
     "consensus_scores": "skcce.selection",
     "select_n_clusters": "skcce.selection",
+    "merge_clusters": "skcce.selection",
     # estimators
     "CollisionClustering": "skcce.cluster",
     "CollisionClassifier": "skcce.classifier",

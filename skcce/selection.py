@@ -15,7 +15,8 @@ with ``lam`` itself.  Three label-free criteria are provided:
   ``GridSearchCV``.
 * :func:`validity_score`: the modularity of the clustering on the same
   graph.  It grows less with the number of clusters, and is the score
-  :func:`select_n_clusters` chooses the number of clusters by.
+  :func:`select_n_clusters` chooses the number of clusters by, and that
+  :func:`merge_clusters` merges the clusters of an over-clustered fit along.
 
 The measurement behind these choices is ``benchmarks/bench_model_selection.py``
 (``docs/benchmarks/model_selection.md``).
@@ -37,7 +38,8 @@ from sklearn.utils.validation import check_consistent_length, column_or_1d
 from skcce._progress import progress_bar
 
 __all__ = ["neighbor_information_score", "validity_score", "consensus_scores", "aligned_mean_proba",
-           "neighbor_agreement", "select_n_clusters", "SelectionResult"]
+           "neighbor_agreement", "select_n_clusters", "SelectionResult", "merge_clusters",
+           "MergeResult"]
 
 
 def _check_positive_int(value, name, minimum=1):
@@ -95,12 +97,14 @@ def neighbor_agreement(labels, neighbors):
 
 
 def _neighbor_graph(estimator_or_labels, X, n_neighbors, n_components, max_samples,
-                    random_state, caller):
+                    random_state, caller, keep_ids=False):
     """Labels (as ids 0..K-1) and the k-NN graph of the rows they are scored on.
 
     Validates the arguments, draws at most ``max_samples`` rows, reduces them
     to ``n_components`` principal components (None: the features themselves)
     and finds each row's ``n_neighbors`` nearest neighbours (itself excluded).
+    With ``keep_ids`` the drawn rows keep their own labels, and the labels
+    of every row of ``X`` are returned third.
     """
     X = check_array(X, dtype=[np.float64, np.float32])
     labels = _labels_of(estimator_or_labels, X)
@@ -111,6 +115,7 @@ def _neighbor_graph(estimator_or_labels, X, n_neighbors, n_components, max_sampl
     max_samples = _check_positive_int(max_samples, "max_samples", minimum=2)
     if len(X) < 2:
         raise ValueError(f"{caller} needs at least 2 samples, got {len(X)}")
+    all_labels = labels
     rng = check_random_state(random_state)
     if len(X) > max_samples:
         rows = np.sort(rng.choice(len(X), max_samples, replace=False))
@@ -118,9 +123,11 @@ def _neighbor_graph(estimator_or_labels, X, n_neighbors, n_components, max_sampl
     n_neighbors = min(n_neighbors, len(X) - 1)
     seed = rng.randint(np.iinfo(np.int32).max)
     Z = X if n_components is None else _embedding(X, n_components, seed)
-    neighbors = NearestNeighbors(n_neighbors=n_neighbors + 1).fit(Z).kneighbors(Z)[1]
+    neighbors = _drop_self(NearestNeighbors(n_neighbors=n_neighbors + 1).fit(Z).kneighbors(Z)[1])
+    if keep_ids:
+        return labels, neighbors, all_labels
     _, inverse = np.unique(labels, return_inverse=True)
-    return inverse, _drop_self(neighbors)
+    return inverse, neighbors
 
 
 def neighbor_information_score(estimator_or_labels, X, *, n_neighbors=10, n_components=None,
@@ -485,6 +492,10 @@ def select_n_clusters(X, candidates, estimator=None, *, scoring="validity", n_in
         The chosen ``n_clusters``, every candidate's score and the chosen
         fitted estimator.
 
+    See Also
+    --------
+    merge_clusters : The number of clusters from one over-clustered fit.
+
     Notes
     -----
     The cost is ``n_init`` fits per candidate.  On the benchmark
@@ -551,3 +562,205 @@ def select_n_clusters(X, candidates, estimator=None, *, scoring="validity", n_in
         chosen.append(fits[int(np.argmax(agreement))])
     best = int(np.argmax(scores))
     return SelectionResult(int(candidates[best]), candidates, scores, chosen[best])
+
+
+@dataclass
+class MergeResult:
+    """Outcome of :func:`merge_clusters`.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n_samples,)
+        Merged cluster of every row of ``X``, in ``0 .. n_clusters - 1``.
+    mapping : ndarray of shape (n_input_clusters,)
+        ``mapping[c]`` is the merged cluster of input cluster ``c``.
+    n_clusters : int
+        Number of merged clusters.
+    modularity : ndarray of shape (n_input_clusters + 1,)
+        ``modularity[m]``: the modularity of the merge path's partition into
+        ``m`` clusters, on the graph the merges were chosen on (NaN for the
+        numbers of clusters the path did not visit).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcce.selection import MergeResult
+    >>> res = MergeResult(np.array([0, 0, 1]), np.array([0, 0, 1]), 2, np.full(4, np.nan))
+    >>> proba = np.array([[0.5, 0.3, 0.2], [0.1, 0.8, 0.1], [0.0, 0.1, 0.9]])
+    >>> res.merge_proba(proba).round(2).tolist()
+    [[0.8, 0.2], [0.9, 0.1], [0.1, 0.9]]
+    """
+
+    labels: np.ndarray
+    mapping: np.ndarray
+    n_clusters: int
+    modularity: np.ndarray
+
+    def merge_proba(self, proba):
+        """Memberships of the merged clusters: the columns of ``proba`` summed per merged cluster.
+
+        Parameters
+        ----------
+        proba : array-like of shape (n_rows, n_input_clusters)
+            Memberships of the input clusters (``predict_proba``).
+
+        Returns
+        -------
+        merged : ndarray of shape (n_rows, n_clusters)
+            Rows still sum to one when those of ``proba`` do.
+        """
+        proba = check_array(proba, dtype=[np.float64, np.float32])
+        if proba.shape[1] != len(self.mapping):
+            raise ValueError(f"proba has {proba.shape[1]} columns, the merge maps "
+                             f"{len(self.mapping)} clusters")
+        onehot = np.zeros((len(self.mapping), self.n_clusters), dtype=proba.dtype)
+        onehot[np.arange(len(self.mapping)), self.mapping] = 1
+        return proba @ onehot
+
+
+def _merge_path(labels, neighbors, n_input, stop):
+    """Greedy modularity merges of ``n_input`` clusters down to ``stop`` (no validation).
+
+    The cluster-level graph ``E[a, b]`` is the fraction of neighbour pairs
+    (row in ``a``, neighbour in ``b``), symmetrized, and ``p`` the cluster
+    sizes: the modularity of a partition is ``sum_g E_gg - sum_g p_g^2``, as
+    :func:`validity_score` computes it, and merging ``g`` and ``h`` changes it
+    by ``2 (E_gh - p_g p_h)``. Returns the mapping after every merge (from
+    ``n_input`` down to ``stop`` clusters) and the modularity of each.
+    """
+    pairs = labels[:, None] * n_input + labels[neighbors]
+    E = np.bincount(pairs.ravel(), minlength=n_input * n_input).reshape(n_input, n_input)
+    E = E.astype(np.float64)
+    E = (E + E.T) / (2.0 * pairs.size)
+    p = np.bincount(labels, minlength=n_input) / len(labels)
+    mapping = np.arange(n_input)
+    groups = np.arange(n_input)  # original id of each group's first member, kept sorted
+    mappings, scores = {}, {}
+    while True:
+        m = len(groups)
+        _, dense = np.unique(mapping, return_inverse=True)
+        mappings[m] = dense
+        scores[m] = float(np.trace(E) - (p ** 2).sum())
+        if m <= stop:
+            break
+        gain = E - np.outer(p, p)
+        np.fill_diagonal(gain, -np.inf)
+        g, h = np.unravel_index(int(np.argmax(gain)), gain.shape)
+        g, h = min(g, h), max(g, h)
+        E[g] += E[h]
+        E[:, g] += E[:, h]
+        E = np.delete(np.delete(E, h, axis=0), h, axis=1)
+        p[g] += p[h]
+        p = np.delete(p, h)
+        mapping[mapping == groups[h]] = groups[g]
+        groups = np.delete(groups, h)
+    return mappings, scores
+
+
+def merge_clusters(estimator_or_labels, X, n_clusters=None, *, n_neighbors=10, n_components=50,
+                   max_samples=10000, random_state=None):
+    """Merge the clusters of an over-clustered fit on the neighbour graph of ``X``.
+
+    Fit with more clusters than you expect (say twice as many), then merge:
+    starting from the fit's clusters, the two clusters whose merge raises
+    the modularity of the clustering on the k-nearest-neighbour graph of
+    ``X`` the most (the score of :func:`validity_score`) are joined, again
+    and again. With ``n_clusters`` the merging stops there; without it the
+    whole path down to 2 clusters is scored and the number of clusters with
+    the highest modularity is kept: a choice of the number of clusters from
+    a single fit, where :func:`select_n_clusters` fits every candidate.
+
+    Parameters
+    ----------
+    estimator_or_labels : fitted estimator with ``predict``, or array-like of shape (n_samples,)
+        A fitted clusterer (its ``predict(X)`` gives the labels; its
+        ``n_clusters`` the number of input clusters when it has one) or
+        non-negative integer cluster labels of the rows of ``X``.
+    X : array-like of shape (n_samples, n_features)
+        The data the clustering is merged on (standardized features, as
+        given to the estimator).
+    n_clusters : int or None, default=None
+        Number of clusters to merge down to; None chooses it (the highest
+        modularity along the merge path, from the input number down to 2).
+    n_neighbors : int, default=10
+        Neighbours per point.
+    n_components : int or None, default=50
+        PCA dimensions of the neighbour search (None or more than the
+        features: the features themselves).
+    max_samples : int, default=10000
+        Above this many rows, the graph is built on a random subset of this
+        size (the merges are then chosen there and applied to every row).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the PCA and the row subset.
+
+    Returns
+    -------
+    result : MergeResult
+        The merged labels of every row, the mapping of the input clusters
+        (apply it to ``predict_proba`` with :meth:`MergeResult.merge_proba`),
+        the number of clusters and the modularity along the merge path.
+
+    See Also
+    --------
+    select_n_clusters : One fit per candidate number of clusters.
+    validity_score : The modularity the merges increase.
+
+    Notes
+    -----
+    Clusters that no sampled row belongs to (empty ones of the input) have
+    no edges and no size: merging them changes nothing, so they go where
+    the merge ties put them. Like :func:`validity_score`, the modularity of
+    a k-NN graph favours cutting clusters in low dimensions (few edges cross
+    a cut through a 2-D blob), so on low-dimensional data the chosen number
+    of clusters can be too large; on embeddings with tens of dimensions
+    or more, neighbours inside a cluster are spread over it and a cut costs
+    many edges. The measurement of over-clustering and merging
+    against direct fits, and of the number of clusters it chooses, is
+    ``benchmarks/bench_merge.py`` (``docs/benchmarks/merge.md``).
+    **Cost:** the neighbour graph of :func:`validity_score` plus
+    ``O(K^3)`` for ``K`` input clusters.
+
+    Examples
+    --------
+    >>> from sklearn.cluster import KMeans
+    >>> from sklearn.datasets import make_blobs
+    >>> from skcce.selection import merge_clusters
+    >>> X, y = make_blobs(n_samples=600, n_features=16, centers=3, random_state=0)
+    >>> over = KMeans(n_clusters=9, n_init=1, random_state=0).fit(X)  # three times too many
+    >>> res = merge_clusters(over, X, random_state=0)
+    >>> res.n_clusters, res.mapping.shape
+    (3, (9,))
+    >>> res.modularity[2:].round(2).tolist()  # the path from 2 to 9 clusters peaks at 3
+    [0.44, 0.67, 0.65, 0.63, 0.61, 0.6, 0.55, 0.5]
+    >>> from skcce.metrics import clustering_accuracy
+    >>> float(clustering_accuracy(y, res.labels))
+    1.0
+    """
+    if n_clusters is not None:
+        n_clusters = _check_positive_int(n_clusters, "n_clusters")
+    sub_labels, neighbors, labels = _neighbor_graph(
+        estimator_or_labels, X, n_neighbors, n_components, max_samples, random_state,
+        "merge_clusters", keep_ids=True)
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(np.mod(labels, 1) == 0):
+            raise ValueError("merge_clusters needs integer cluster labels")
+        labels, sub_labels = labels.astype(np.int64), sub_labels.astype(np.int64)
+    if labels.min() < 0:
+        raise ValueError(f"merge_clusters needs non-negative cluster labels, got {labels.min()}")
+    n_input = int(labels.max()) + 1
+    declared = getattr(estimator_or_labels, "n_clusters", None)
+    if isinstance(declared, numbers.Integral) and declared >= n_input:
+        n_input = int(declared)
+    if n_input < 2:
+        raise ValueError(f"merge_clusters needs at least 2 input clusters, got {n_input}")
+    if n_clusters is not None and n_clusters > n_input:
+        raise ValueError(f"n_clusters={n_clusters} is more than the {n_input} input clusters")
+    mappings, scores = _merge_path(sub_labels, neighbors, n_input,
+                                   n_clusters if n_clusters is not None else 2)
+    if n_clusters is None:
+        n_clusters = max(scores, key=lambda m: (scores[m], -m))
+    modularity = np.full(n_input + 1, np.nan)
+    for m, q in scores.items():
+        modularity[m] = q
+    mapping = mappings[n_clusters]
+    return MergeResult(mapping[labels], mapping, int(n_clusters), modularity)

@@ -40,6 +40,7 @@ SCRIPTS = {
     "bench_neighbors": ([], None, "--output"),
     "bench_scale": ([], None, "--output"),
     "bench_model_selection": ([], None, "--output"),
+    "bench_merge": ([], None, "--output"),
     "profile_step": ([], None, "--output"),
     "bench_throughput": ([], None, "--output"),
     "bench_distributed": ([], None, "--output"),

@@ -11,6 +11,7 @@ from skcce.metrics import make_validity_scorer
 from skcce.selection import (
     SelectionResult,
     consensus_scores,
+    merge_clusters,
     neighbor_agreement,
     neighbor_information_score,
     select_n_clusters,
@@ -263,3 +264,80 @@ def test_aligned_mean_proba_rejects_bad_input():
         aligned_mean_proba([p, np.full((5, 3), 1 / 3)])
     with pytest.raises(ValueError, match="reference"):
         aligned_mean_proba([p, p], reference=2)
+
+
+# --------------------------------------------------------------------------- merge_clusters
+
+
+@pytest.fixture(scope="module")
+def blobs16():
+    X, y = make_blobs(n_samples=600, n_features=16, centers=3, random_state=0)
+    return X, y
+
+
+def test_merge_of_an_over_clustering_recovers_the_blobs(blobs16):
+    X, y = blobs16
+    over = KMeans(n_clusters=9, n_init=1, random_state=0).fit(X)
+    res = merge_clusters(over, X, random_state=0)
+    assert res.n_clusters == 3  # chosen without labels: the peak of the merge path
+    assert adjusted_rand_score(y, res.labels) == 1.0
+    # the labels are the mapping applied to the input clusters
+    np.testing.assert_array_equal(res.labels, res.mapping[over.labels_])
+    assert np.nanargmax(res.modularity) == 3
+    assert np.isnan(res.modularity[:2]).all() and not np.isnan(res.modularity[2:]).any()
+
+
+def test_merge_path_modularity_is_the_validity_score(blobs16):
+    # the modularity the merges climb is validity_score's, on the same graph
+    X, _ = blobs16
+    over = KMeans(n_clusters=6, n_init=1, random_state=0).fit_predict(X)
+    for m in (6, 4, 2):
+        res = merge_clusters(over, X, n_clusters=m, random_state=3)
+        assert res.n_clusters == m and len(np.unique(res.labels)) == m
+        assert res.modularity[m] == pytest.approx(validity_score(res.labels, X, random_state=3))
+        assert np.isnan(res.modularity[: m]).all()
+
+
+def test_first_merge_is_the_best_pair():
+    # greedy: the first merge is the pair whose merge scores best, checked by brute force
+    X, _ = make_blobs(n_samples=400, n_features=8, centers=4, cluster_std=3.0, random_state=1)
+    labels = KMeans(n_clusters=4, n_init=1, random_state=0).fit_predict(X)
+    res = merge_clusters(labels, X, n_clusters=3, random_state=0)
+    scores = {}
+    for g in range(4):
+        for h in range(g + 1, 4):
+            merged = np.where(labels == h, g, labels)
+            scores[(g, h)] = validity_score(merged, X, random_state=0)
+    best = max(scores, key=scores.get)
+    assert res.mapping[best[0]] == res.mapping[best[1]]
+    assert len(np.unique(res.mapping)) == 3
+    assert res.modularity[3] == pytest.approx(scores[best])
+
+
+def test_merge_proba_sums_columns_and_empty_input_clusters_are_mapped(blobs16):
+    X, _ = blobs16
+    est = CollisionClustering(n_clusters=6, max_epochs=3, random_state=0).fit(X)
+    res = merge_clusters(est, X, n_clusters=3, random_state=0)
+    assert res.mapping.shape == (6,)  # every cluster of the estimator, predicted or not
+    merged = res.merge_proba(est.predict_proba(X))
+    assert merged.shape == (len(X), 3)
+    np.testing.assert_allclose(merged.sum(axis=1), 1.0, rtol=1e-5)
+    proba = est.predict_proba(X)
+    for c in range(6):  # each input column is part of its merged column
+        assert np.all(merged[:, res.mapping[c]] >= proba[:, c] - 1e-6)
+    with pytest.raises(ValueError, match="columns"):
+        res.merge_proba(np.ones((3, 5)) / 5)
+
+
+@pytest.mark.parametrize("labels, kwargs, match", [
+    (np.r_[-1, np.zeros(599, int)], {}, "non-negative"),
+    (np.r_[0.5, np.zeros(599)], {}, "integer"),
+    (np.zeros(600, int), {}, "at least 2 input clusters"),
+    (np.arange(600) % 3, {"n_clusters": 4}, "more than the 3 input"),
+    (np.arange(600) % 3, {"n_clusters": 0}, "n_clusters"),
+    (np.arange(600) % 3, {"n_neighbors": 0}, "n_neighbors"),
+    (np.arange(500) % 3, {}, "inconsistent"),
+])
+def test_merge_clusters_bad_input(blobs16, labels, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        merge_clusters(labels, blobs16[0], **kwargs)
