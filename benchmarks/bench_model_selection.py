@@ -146,7 +146,8 @@ def fit_plan(datasets, seeds, lams=LAMS, k_range=K_RANGE):
 
     The ``lam`` grid with the first three seeds; the remaining seeds at the
     default ``lam=1`` (restarts); a coarse then a fine pass over
-    ``n_clusters`` (``lam=1``, first seed); the remaining seeds at every ``lam``.
+    ``n_clusters`` (``lam=1``, first seed); the remaining seeds at every
+    ``lam``; the second seed over ``n_clusters`` (for the stability of K).
     """
     first, rest = list(seeds[:3]), list(seeds[3:])
     coarse = [k for k in (5, 8, 12, 15, 20) if k in k_range]
@@ -156,6 +157,7 @@ def fit_plan(datasets, seeds, lams=LAMS, k_range=K_RANGE):
     plan += [(d, 1.0, first[0], k) for k in coarse for d in datasets]
     plan += [(d, lam, s, 10) for d in datasets for s in rest for lam in lams if lam != 1.0]
     plan += [(d, 1.0, first[0], k) for k in fine for d in datasets]
+    plan += [(d, 1.0, s, k) for s in seeds[1:2] for k in k_range if k != 10 for d in datasets]
     return plan
 
 
@@ -619,8 +621,39 @@ def _targets(results, spear, k_rows, best_cfg):
             ours = row["CCE, lam by consensus (mean acc)"]
             lines.append(f"- {row['dataset']}: label-free CCE (lam by consensus) {ours:.1f} vs "
                          f"UMAP(10)+K-means {umap:.1f}: {_verdict(ours >= umap)}.")
-    lines.append("- TEMI baseline: **not done** in this phase.")
+    lines.append("- TEMI baseline: an objective of the same training loop (`loss='temi'`), "
+                 "measured by `benchmarks/bench_fixed_features.py` beside K-means and "
+                 "UMAP+K-means in `fixed_features_temi.md`.")
     return lines
+
+
+def _grid_text(results):
+    """What the cached grid holds, in words: seeds per lam and per number of clusters."""
+    lam_seeds = {d: {lam: sum(r["lam"] == lam for r in res["rows"]) for lam in LAMS}
+                 for d, res in results.items()}
+    counts = {n for per in lam_seeds.values() for n in per.values()}
+    if len(counts) == 1:
+        text = f"Every dataset has {counts.pop()} seeds at every `lam`. "
+    else:
+        text = ("The number of seeds differs between datasets and `lam` values (the lam table "
+                "lists them). ")
+    k_seeds = {}
+    for d, res in results.items():
+        per_k = {}
+        for r in res["k_rows"]:
+            per_k[r["K"]] = per_k.get(r["K"], 0) + 1
+        k_seeds[d] = per_k
+    full = [d for d, per in k_seeds.items() if per and set(per) == set(K_RANGE)
+            and min(per.values()) >= 2]
+    if full:
+        text += (f"The grid over `n_clusters` ({min(K_RANGE)}..{max(K_RANGE)}, `lam=1`) has "
+                 f"two seeds per K on {', '.join(full)}")
+        rest = [d for d in k_seeds if d not in full]
+        text += (f"; on {', '.join(rest)} it is partial (the K table lists it). " if rest
+                 else ". ")
+    else:
+        text += "The grid over `n_clusters` is partial (the K table lists it). "
+    return text
 
 
 def _header_text(argv, args, results):
@@ -635,13 +668,10 @@ def _header_text(argv, args, results):
         f"MNIST is a fixed random subsample of {args.mnist_samples} of the 70,000 rows "
         "(seed 0); Fashion-MNIST is the first 10,000 training images through "
         "EfficientNet-Lite0 (`benchmarks/make_fashion_features.py`). "
-        "The number of seeds differs between datasets and `lam` values (the fits that "
-        "finished in the time available; the lam table lists them); the restart table "
-        "draws every `n_init`-subset of the seeds at `lam=1`, so its subsets overlap and its "
-        "std understates the spread of independent `n_init` runs. The grid over "
-        "`n_clusters` is complete only on digits (two seeds per K); on the other "
-        "datasets it is a partial grid with one seed, so only single-fit scores can "
-        "choose K there. Times are wall-clock on a machine shared with other jobs; "
+        + _grid_text(results) +
+        "The restart table draws every `n_init`-subset of the seeds at `lam=1`, so its "
+        "subsets overlap and its std understates the spread of independent `n_init` runs. "
+        "Times are wall-clock on a machine shared with other jobs; "
         "compare them only as ratios within a dataset. A score is timed when it is first "
         "computed for a fit and cached with it, so scores added after the fits (such as "
         "`neighbor_information`) were timed in a later run, under another load.\n\n"
