@@ -5,8 +5,9 @@ with ``lam`` itself.  Three label-free criteria are provided:
 
 * :func:`consensus_scores`: given several clusterings of the same rows
   (restarts, or fits over a grid of settings), each one's mean adjusted Rand
-  index to the others.  It needs several fits, and it is the criterion that
-  tracked accuracy best on every dataset of the benchmark.
+  index to the others.  It needs several fits; on the benchmark it tracked
+  accuracy best on two of its four datasets and about as well as the
+  single-fit scores on the other two.
 * :func:`neighbor_information_score`: a single-fit score for comparing
   clusterings with the same number of clusters, the mutual information
   between the clusters of neighbouring rows on the k-nearest-neighbour graph
@@ -289,8 +290,9 @@ def validity_score(estimator_or_labels, X, *, n_neighbors=10, n_components=50,
     moderately on the other three datasets, less well than
     :func:`neighbor_information_score`, which ``CollisionClustering.score``
     uses for that reason; agreement between fits (:func:`consensus_scores`)
-    tracked it better than both.  With the default 10 neighbours the score
-    can prefer cutting a small, dense cluster in two over keeping it whole.
+    tracked it better than both on two of the four datasets.  With the
+    default 10 neighbours the score can prefer cutting a small, dense
+    cluster in two over keeping it whole.
 
     **Cost.** One randomized PCA and one exact neighbour search on at most
     ``max_samples`` rows of ``n_components`` dimensions; the benchmark
@@ -500,11 +502,13 @@ def select_n_clusters(X, candidates, estimator=None, *, scoring="validity", n_in
     -----
     The cost is ``n_init`` fits per candidate.  On the benchmark
     (``docs/benchmarks/model_selection.md``, default estimator, one seed per
-    candidate) the validity score landed within 2 of the true number of
-    classes on 3 of 4 datasets, while stability chose the largest candidate
-    on digits.  On small, well-separated blobs the validity score can prefer
-    cutting a blob in two (10 neighbours see little of the cut) and
-    stability does better there.
+    candidate) the validity score and stability both landed within 2 of the
+    true number of classes on some datasets and not on others (table
+    "Choosing the number of clusters"); :func:`merge_clusters` did so for
+    most seeds from one fit with twice the clusters
+    (``docs/benchmarks/merge.md``).  On small, well-separated blobs the
+    validity score can prefer cutting a blob in two (10 neighbours see
+    little of the cut) and stability does better there.
 
     Examples
     --------
