@@ -637,13 +637,11 @@ def _merge_path(labels, neighbors, n_input, stop):
     E = E.astype(np.float64)
     E = (E + E.T) / (2.0 * pairs.size)
     p = np.bincount(labels, minlength=n_input) / len(labels)
-    mapping = np.arange(n_input)
-    groups = np.arange(n_input)  # original id of each group's first member, kept sorted
+    mapping = np.arange(n_input)  # input cluster -> its group's row of E
     mappings, scores = {}, {}
     while True:
-        m = len(groups)
-        _, dense = np.unique(mapping, return_inverse=True)
-        mappings[m] = dense
+        m = len(p)
+        mappings[m] = mapping.copy()
         scores[m] = float(np.trace(E) - (p ** 2).sum())
         if m <= stop:
             break
@@ -656,8 +654,8 @@ def _merge_path(labels, neighbors, n_input, stop):
         E = np.delete(np.delete(E, h, axis=0), h, axis=1)
         p[g] += p[h]
         p = np.delete(p, h)
-        mapping[mapping == groups[h]] = groups[g]
-        groups = np.delete(groups, h)
+        mapping[mapping == h] = g
+        mapping[mapping > h] -= 1
     return mappings, scores
 
 
