@@ -179,7 +179,7 @@ def graph_candidates(fit, ctx):
     """Neighbour-graph candidates of one fit, beside the shipped ones.
 
     ``neighbor_information_pca``: the shipped mutual information on the
-    PCA-50 graph instead of the features' graph; ``modularity_features``:
+    PCA-50 graph instead of its default (128-component) one; ``modularity_features``:
     the shipped modularity (``validity``) on the features' graph;
     ``modularity_res2_*``: modularity with the chance term doubled
     (resolution 2, a value set by hand after a sweep over 0.5-4 on these

@@ -827,9 +827,10 @@ class CollisionClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clu
         rows on the 10-nearest-neighbour graph of ``X`` (on at most 10,000
         rows).  It depends on the labels and ``X`` only, not on ``lam`` or
         the loss, so ``GridSearchCV`` without ``scoring`` compares settings
-        by it; its cost, an exact neighbour search in ``X``, is not small
-        next to a fit on wide features (the model-selection guide gives the
-        measured ratio and a cheaper variant).  Compare settings with
+        by it.  On features wider than 128 the graph is searched in a
+        128-component PCA (seeded, so that every call on the same ``X``
+        uses the same graph); the model-selection guide gives its measured
+        cost next to a fit.  Compare settings with
         the same ``n_clusters`` only: the score grows with the number of
         clusters (choose that with :func:`skcce.selection.select_n_clusters`).
         The score is the same whatever ``n_init``: it rates the kept restart.

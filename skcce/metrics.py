@@ -163,6 +163,7 @@ class _ValidityScorer:
         from skcce import selection
 
         kwargs = dict(self._kwargs)
+        kwargs.setdefault("random_state", 0)  # every candidate scored on the same graph
         criterion = kwargs.pop("criterion", "information")
         score = {"information": selection.neighbor_information_score,
                  "modularity": selection.validity_score}[criterion]
@@ -194,7 +195,10 @@ def make_validity_scorer(**kwargs):
         :func:`skcce.selection.neighbor_information_score`) or
         ``'modularity'`` (:func:`skcce.selection.validity_score`); the
         other keyword arguments go to that function (``n_neighbors``,
-        ``n_components``, ``max_samples``, ``random_state``).
+        ``n_components``, ``max_samples``, ``random_state``).  Without
+        ``random_state`` the scorer passes 0, as ``CollisionClustering.score``
+        does: every candidate of a search is then scored on the same row
+        subset and PCA of a given ``X``.
 
     Returns
     -------

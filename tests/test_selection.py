@@ -91,6 +91,30 @@ def test_information_is_label_free_and_deterministic(blobs):
     assert others != {first}  # the subset does depend on the seed
 
 
+def test_neighbor_information_reduces_only_wide_features():
+    # three blobs in 8 informative dimensions, rotated into 300 with noise
+    rng = np.random.default_rng(0)
+    X8, y = make_blobs(n_samples=400, centers=3, n_features=8, cluster_std=1.0, random_state=0)
+    rotation = np.linalg.qr(rng.normal(size=(300, 300)))[0][:, :8]
+    X = X8 @ rotation.T + 0.05 * rng.normal(size=(400, 300))
+    random = rng.integers(0, 3, size=len(y))
+    # wide: the default searches a 128-component PCA, reproducibly for a given seed
+    wide = neighbor_information_score(y, X, random_state=0)
+    assert wide == neighbor_information_score(y, X, random_state=0)
+    assert wide == neighbor_information_score(y, X, n_components=128, random_state=0)
+    assert wide == pytest.approx(np.log(3), abs=0.02)
+    assert neighbor_information_score(random, X, random_state=0) < 0.02
+    # the PCA graph is not the features' graph, but it rates the labels alike
+    exact = neighbor_information_score(y, X, n_components=None)
+    assert wide == pytest.approx(exact, abs=0.01)
+    # narrow (at most n_components features): no PCA, whatever the seed
+    narrow = [neighbor_information_score(y, X8, random_state=seed) for seed in range(3)]
+    assert narrow == [neighbor_information_score(y, X8, n_components=None)] * 3
+    # the scorer seeds the PCA with 0 unless told otherwise
+    km = KMeans(3, n_init=3, random_state=0).fit(X)
+    assert make_validity_scorer()(km, X) == neighbor_information_score(km, X, random_state=0)
+
+
 @pytest.mark.parametrize("bad, match", [
     ({"n_neighbors": 0}, "n_neighbors"),
     ({"n_components": 1.5}, "n_components"),
