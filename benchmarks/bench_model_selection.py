@@ -589,7 +589,8 @@ def write_report(path, results, argv, args):
         if rows:
             fmt = "{:+.2f}" if rows is sim_rows else "{:.4g}"
             body += [f"## {title}", "", _markdown_table(rows, fmt), ""]
-    body += ["## Targets of issue 13", "", *_targets(results, spear, k_rows, best_cfg, cost_rows), ""]
+    targets = _targets(results, spear, k_rows, best_cfg, cost_rows)
+    body += ["## Targets of issue 13", "", *targets, ""]
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(text + "\n".join(body))
 
