@@ -98,8 +98,13 @@ FASHION10K_EFFNET = "Fashion-MNIST-10k EfficientNet-Lite0 features"
 _RESTART_METHODS = ("K-means", "UMAP+K-means", "CCE default", "CCE default + refine",
                     "CCE default, n_init=3", "CCE default, n_init=5",
                     "CCE default, n_init=5 + refine")
-_RESTART_DIGITS_METHODS = ("K-means", "UMAP+K-means", "CCE default", "CCE default, MLP head",
-                           "CCE default, n_init=5 + refine", "CCE MLP head, n_init=5 + refine")
+_LABEL_FREE_METHODS = ("K-means", "UMAP+K-means", "CCE default", "CCE default, n_init=5 + refine",
+                       "CCE MLP head, n_init=5 + refine", "TEMI")
+_LABEL_FREE_LEGEND = (
+    ("MLP head", "`model='mlp'`: one hidden layer of 512 instead of the linear head"),
+    ("TEMI", "Adaloglou et al. 2023, run by the same loop (`loss='temi'`): an EMA teacher and "
+             "a weighted pointwise mutual information on pairs of neighbours"),
+)
 _RESTART_LEGEND = (
     ("n_init=3, n_init=5", "restarts from different seeds, the one that agrees most with the "
                            "others kept (consensus)"),
@@ -138,14 +143,28 @@ REPORTS = (
            values={"dataset": {"effnet": MNIST10K_EFFNET,
                                "fashion_train_effnet_lite0.npz": FASHION10K_EFFNET}},
            timing=_FIXED_TIMING),
-    Report("fixed_features_restarts_digits", "Restarts and refinement on digits",
-           "python benchmarks/bench_fixed_features.py --datasets digits --seeds 6 --methods "
-           + " ".join(f"'{m}'" for m in _RESTART_DIGITS_METHODS)
-           + " --output docs/benchmarks/fixed_features_restarts_digits.md",
-           "scikit-learn's digits (1,797 images of 8x8 pixels, 10 clusters), the set where "
-           "UMAP + K-means leads: restarts and refinement with the linear and the MLP head.",
-           _FIXED_LEGEND + _RESTART_LEGEND,
-           values={"dataset": {"digits": "sklearn digits"}}, timing=_FIXED_TIMING),
+    Report("fixed_features_label_free_cnn", "Label-free configurations on CNN features",
+           "python benchmarks/bench_fixed_features.py --datasets effnet --features "
+           "~/.cache/skcce/fashion_train_effnet_lite0.npz --seeds 6 --methods "
+           + " ".join(f"'{m}'" for m in _LABEL_FREE_METHODS)
+           + " --output docs/benchmarks/fixed_features_label_free_cnn.md",
+           "Pretrained-CNN features of MNIST and of Fashion-MNIST (10,000 training images "
+           "each, 10 clusters): the label-free configurations with the linear and the MLP "
+           "head, beside UMAP + K-means and TEMI, in one run.",
+           _FIXED_LEGEND + _RESTART_LEGEND + _LABEL_FREE_LEGEND,
+           values={"dataset": {"effnet": MNIST10K_EFFNET,
+                               "fashion_train_effnet_lite0.npz": FASHION10K_EFFNET}},
+           timing=_FIXED_TIMING),
+    Report("fixed_features_label_free_pixels", "Label-free configurations on pixels",
+           "python benchmarks/bench_fixed_features.py --datasets digits mnist --mnist-samples "
+           "10000 --seeds 6 --methods " + " ".join(f"'{m}'" for m in _LABEL_FREE_METHODS)
+           + " --output docs/benchmarks/fixed_features_label_free_pixels.md",
+           "scikit-learn's digits (1,797 images of 8x8 pixels) and a fixed random 10,000 of "
+           "MNIST-70k's raw pixels, 10 clusters: the same configurations, beside UMAP + K-means "
+           "and TEMI, in one run.",
+           _FIXED_LEGEND + _RESTART_LEGEND + _LABEL_FREE_LEGEND,
+           values={"dataset": {"digits": "sklearn digits", "mnist": "MNIST-10k pixels"}},
+           timing=_FIXED_TIMING),
     Report("solvers", "EM vs projected gradient descent (paper Table 1)",
            "python benchmarks/bench_solvers.py",
            "Seconds for the pseudo-label solvers to reach a Frank-Wolfe gap of 1e-4 with K = "

@@ -19,7 +19,8 @@ import skcce  # noqa: E402
 # reproduction pages include their reStructuredText conversion.
 REPORTS = ("fig1", "solvers", "fixed_features", "fixed_features_mnist70k",
            "fixed_features_mnist70k_refine", "fixed_features_temi", "fixed_features_restarts",
-           "fixed_features_restarts_digits",
+           "fixed_features_restarts_digits", "fixed_features_label_free_cnn",
+           "fixed_features_label_free_pixels",
            "defaults_sweep", "deep",
            "deep_ablation", "deep_forward_reverse", "noisy_labels", "weak", "neighbors", "scale",
            "model_selection", "merge", "throughput", "throughput_collapse", "throughput_causes",
