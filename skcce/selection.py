@@ -26,11 +26,13 @@ The measurement behind these choices is ``benchmarks/bench_model_selection.py``
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.base import clone
 from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils import check_array, check_random_state
@@ -508,6 +510,10 @@ def select_n_clusters(X, candidates, estimator=None, *, scoring="validity", n_in
 
     Notes
     -----
+    The convergence warnings of the candidates' fits are gathered into one
+    :class:`~sklearn.exceptions.ConvergenceWarning`, issued after the search,
+    that names the candidates whose fits warned; other warnings pass through.
+
     The cost is ``n_init`` fits per candidate.  On the benchmark
     (``docs/benchmarks/model_selection.md``, default estimator, one seed per
     candidate) the validity score and stability both landed within 2 of the
@@ -557,6 +563,7 @@ def select_n_clusters(X, candidates, estimator=None, *, scoring="validity", n_in
     rng = check_random_state(random_state)
     scores = np.empty(candidates.size)
     chosen = []
+    unconverged = {}  # n_clusters -> the first ConvergenceWarning of its fits
     for i, k in enumerate(progress_bar(candidates, verbose=verbose, desc="n_clusters",
                                        leave=True)):
         fits, labelings = [], []
@@ -564,16 +571,38 @@ def select_n_clusters(X, candidates, estimator=None, *, scoring="validity", n_in
             est = clone(estimator).set_params(n_clusters=int(k))
             if "random_state" in params:
                 est.set_params(random_state=rng.randint(np.iinfo(np.int32).max))
-            fits.append(est.fit(X))
-            labelings.append(est.predict(X))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fits.append(est.fit(X))
+                labelings.append(est.predict(X))
+            _rewarn(caught, unconverged, int(k))
         agreement = consensus_scores(labelings) if n_init > 1 else np.zeros(1)
         if scoring is None:
             scores[i] = agreement.mean()
         else:
             scores[i] = np.mean([scoring(est, X) for est in fits])
         chosen.append(fits[int(np.argmax(agreement))])
+    if unconverged:
+        first = next(iter(unconverged.values()))
+        warnings.warn(f"fits for {len(unconverged)} of {candidates.size} candidates warned of "
+                      f"convergence (n_clusters = {', '.join(map(str, unconverged))}); "
+                      f"the first said: {first}", ConvergenceWarning, stacklevel=2)
     best = int(np.argmax(scores))
     return SelectionResult(int(candidates[best]), candidates, scores, chosen[best])
+
+
+def _rewarn(caught, unconverged, n_clusters):
+    """Re-issue the warnings of one candidate's fit, keeping its ConvergenceWarnings for a summary.
+
+    A search over many candidates would otherwise print one convergence
+    warning per fit; :func:`select_n_clusters` gathers them into one.
+    """
+    for record in caught:
+        if issubclass(record.category, ConvergenceWarning):
+            unconverged.setdefault(n_clusters, str(record.message))
+        else:
+            warnings.warn_explicit(record.message, record.category, record.filename,
+                                   record.lineno, source=record.source)
 
 
 @dataclass

@@ -1,7 +1,10 @@
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score
 from sklearn.model_selection import GridSearchCV
 from sklearn.preprocessing import StandardScaler
@@ -365,3 +368,36 @@ def test_merge_proba_sums_columns_and_empty_input_clusters_are_mapped(blobs16):
 def test_merge_clusters_bad_input(blobs16, labels, kwargs, match):
     with pytest.raises(ValueError, match=match):
         merge_clusters(labels, blobs16[0], **kwargs)
+
+
+class _WarningKMeans(KMeans):
+    """KMeans whose fits warn of convergence (odd n_clusters only) and of something else."""
+
+    def fit(self, X, y=None, sample_weight=None):
+        if self.n_clusters % 2:
+            warnings.warn(f"fit with {self.n_clusters} clusters did not converge",
+                          ConvergenceWarning, stacklevel=2)
+        warnings.warn("unrelated", UserWarning, stacklevel=2)
+        return super().fit(X, y, sample_weight)
+
+
+def test_select_n_clusters_gathers_convergence_warnings(blobs):
+    X, _ = blobs
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = select_n_clusters(X, [2, 3, 4, 5], _WarningKMeans(n_init=1), n_init=2,
+                                   random_state=0)
+    assert result.n_clusters in (2, 3, 4, 5) and np.isfinite(result.scores).all()
+    convergence = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert len(convergence) == 1  # one summary instead of one per fit
+    message = str(convergence[0].message)
+    assert "2 of 4 candidates" in message and "n_clusters = 3, 5" in message
+    assert "fit with 3 clusters did not converge" in message
+    # other warnings pass through, one per fit
+    assert sum(issubclass(w.category, UserWarning) and str(w.message) == "unrelated"
+               for w in caught) == 8
+    # a search whose fits all converge says nothing
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        select_n_clusters(X, [2, 4], _WarningKMeans(n_init=1), random_state=0)
+    assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
