@@ -206,7 +206,7 @@ def neighbor_information_score(estimator_or_labels, X, *, n_neighbors=10, n_comp
     datasets: on the 1280-D CNN features the graph of a 128-component PCA
     tracked accuracy as well as the features' own graph (the
     ``neighbor_information_features`` row of the report; the differences
-    are within the noise of the correlations) at a quarter of the cost,
+    are within the noise of the correlations) at about a quarter of the cost,
     while 50 components tracked it less well (``neighbor_information_pca``).
 
     **Cost.** One randomized PCA (when ``X`` has more than ``n_components``
