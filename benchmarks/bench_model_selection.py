@@ -53,6 +53,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import _selection_candidates as candidates  # noqa: E402
+import update_readme  # noqa: E402  (reads the label-free reports' tables)
 from _common import machine_description, write_markdown  # noqa: E402
 
 from skcce import CollisionClustering  # noqa: E402
@@ -249,6 +250,7 @@ def score_fits(fits, ctx):
     missing from the cache (one added since) is computed and added to it.
     The shipped scores are computed by the library's functions, timed.
     """
+    configs = [_config(function, kwargs) for _, function, kwargs in SHIPPED_FUNCTIONS]
     rows = []
     for fit in fits:
         row = {"lam": fit["lam"], "seed": fit["seed"], "K": fit["n_clusters"], "acc": fit["acc"],
@@ -263,8 +265,7 @@ def score_fits(fits, ctx):
             scores.update(candidates.single_fit_candidates(fit, ctx))
         if not all(name in scores for name in candidates.GRAPH_NAMES):
             scores.update(candidates.graph_candidates(fit, ctx))
-        for name, function, kwargs in SHIPPED_FUNCTIONS:
-            config = _config(function, kwargs)
+        for (name, function, kwargs), config in zip(SHIPPED_FUNCTIONS, configs, strict=True):
             if scores.get(f"{name}_config") != config:  # missing, or computed with other defaults
                 start = time.perf_counter()
                 scores[name] = function(fit["labels"], ctx["X"], random_state=0, **kwargs)
@@ -622,8 +623,6 @@ def _label_free_lines(folder=None):
     the reports (default: ``docs/benchmarks``).
     """
     folder = os.path.dirname(DEFAULT_OUTPUT) if folder is None else folder
-    import update_readme  # the reports' table reader
-
     lines = []
     for name in LABEL_FREE_REPORTS:
         path = os.path.join(folder, name)
@@ -632,11 +631,10 @@ def _label_free_lines(folder=None):
             continue
         with open(path, encoding="utf-8") as fh:
             table = update_readme.first_table(fh.read())
-        header = [c.strip() for c in table[0].strip().strip("|").split("|")]
+        header = update_readme._cells(table[0])
         acc = {}
         for line in table[2:]:
-            cells = dict(zip(header, [c.strip() for c in line.strip().strip("|").split("|")],
-                             strict=True))
+            cells = dict(zip(header, update_readme._cells(line), strict=True))
             acc[cells["dataset"], cells["method"]] = float(cells["accuracy"].split()[0])
         for dataset in dict.fromkeys(d for d, _ in acc):
             ours, umap = acc[dataset, LABEL_FREE_CONFIG], acc[dataset, "UMAP+K-means"]

@@ -572,7 +572,8 @@ def select_n_clusters(X, candidates, estimator=None, *, scoring="validity", n_in
             if "random_state" in params:
                 est.set_params(random_state=rng.randint(np.iinfo(np.int32).max))
             with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+                # other warnings keep the caller's filters; they are re-issued below
+                warnings.simplefilter("always", ConvergenceWarning)
                 fits.append(est.fit(X))
                 labelings.append(est.predict(X))
             _rewarn(caught, unconverged, int(k))
